@@ -1,0 +1,85 @@
+"""``drbot``: run the bot, open the local shell, print a readiness report, check a config."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from bot.config import ConfigError, load_config
+
+EXIT_OK, EXIT_NOT_READY, EXIT_BAD_CONFIG = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drbot", description="Slack ChatOps bot for multi-region disaster recovery.")
+    p.add_argument("--log-level", default=os.environ.get("DRBOT_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def with_config(sp):
+        sp.add_argument("--config", help="config file (default: $DRBOT_CONFIG or ./drbot.yaml)")
+        return sp
+
+    run = with_config(sub.add_parser("run", help="connect to Slack (Socket Mode or HTTP)"))
+    run.add_argument("--mode", choices=["socket", "http"],
+                     help="default: socket when SLACK_APP_TOKEN is set, else http when SLACK_SIGNING_SECRET is set")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=3000)
+
+    shell = with_config(sub.add_parser("shell", help="the local console: same commands, text replies"))
+    shell.add_argument("--as", dest="user", default="alice", help="who you are at first (default alice)")
+
+    status = with_config(sub.add_parser("status", help="one readiness report; exit 0 when every service is READY"))
+    status.add_argument("service", nargs="?")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    with_config(sub.add_parser("check-config", help="validate the config and check every source; exit 0 or 2"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot import wiring
+
+    path = wiring.config_path(args.config)
+    try:
+        loaded = load_config(path)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if args.cmd == "check-config":
+        from bot.check import check_config
+        return check_config(loaded, wiring.build_backends(loaded), sys.stdout)
+    services = wiring.build_services(loaded)
+    if args.cmd == "status":
+        return _status(services, args.service, args.json)
+    if args.cmd == "shell":
+        from bot.shell import Shell
+        from commands.router import dispatch
+        return Shell(services, dispatch, user=args.user).loop()
+    from bot.slack.runner import run
+    return run(services, mode=args.mode, host=args.host, port=args.port)
+
+
+def _status(services, service: str | None, as_json: bool) -> int:
+    from bot.render import Reply
+    from bot.report_json import report_to_dict
+
+    if service and services.config.service(service) is None:
+        print(f"drbot: no service named {service!r} (services: {', '.join(services.config.service_names)})",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    report = services.status.report(service, history=service is not None)
+    if as_json:
+        print(json.dumps(report_to_dict(report, services.renderer), indent=2))
+    else:
+        template = "status_detail" if service else "status_summary"
+        sys.stdout.write(services.renderer.text(Reply(template, {"report": report, "command": services.command})))
+    return EXIT_OK if report.all_ready else EXIT_NOT_READY
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""Load a YAML config into typed models, or fail with every problem, each with the path of
+the field, the line number where the YAML has one, and a human sentence:
+
+    drbot.yaml:14: services[1].lag.warning: '5 minutes' is not a duration (use 5m)
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from bot.config.models import Config
+from integrations import registry
+from integrations.base import HEALTH, LAG, BackendOptions
+
+Loc = tuple[str | int, ...]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: Loc
+    message: str
+    line: int | None = None
+
+    @property
+    def path(self) -> str:
+        return format_loc(self.loc)
+
+
+class ConfigError(Exception):
+    def __init__(self, file: str, problems: list[Problem]):
+        self.file = file
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = []
+        for p in self.problems:
+            where = f"{self.file}:{p.line}" if p.line else self.file
+            lines.append(f"{where}: {p.path + ': ' if p.loc else ''}{p.message}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: Config
+    path: str
+    options: dict[str, BackendOptions]
+    """Validated backend options per source name."""
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def load_config(path: str | os.PathLike, environ: typing.Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, substitute ``${ENV}``, validate. Raises ConfigError listing every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, [Problem((), "file not found (set DRBOT_CONFIG or pass --config; "
+                                             "deploy/demo.yaml is a working example)")]) from None
+    except OSError as e:
+        raise ConfigError(file, [Problem((), f"cannot read the file: {e.strerror}")]) from None
+    return parse_config(text, file, os.environ if environ is None else environ)
+
+
+def parse_config(text: str, file: str = "<config>", environ: typing.Mapping[str, str] | None = None) -> LoadedConfig:
+    environ = os.environ if environ is None else environ
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError(file, [Problem((), f"not valid YAML: {getattr(e, 'problem', e)}", line)]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(file, [Problem((), "the file must be a YAML mapping with regions, sources and services")])
+    lines = _line_index(node)
+    problems: list[Problem] = []
+    data = _substitute_env(data, (), environ, problems)
+
+    def located(loc: Loc, message: str) -> Problem:
+        return Problem(loc, message, _line_for(lines, loc))
+
+    problems = [located(p.loc, p.message) for p in problems]
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        problems += [located(loc, msg) for loc, msg in _explain(e, Config)]
+        raise ConfigError(file, problems) from None
+    options: dict[str, BackendOptions] = {}
+    for loc, msg in _check_sources(config, options):
+        problems.append(located(loc, msg))
+    for loc, msg in _check_references(config, options):
+        problems.append(located(loc, msg))
+    if problems:
+        raise ConfigError(file, problems)
+    return LoadedConfig(config=config, path=file, options=options)
+
+
+# -- YAML line numbers -------------------------------------------------------------------
+
+def _line_index(node: yaml.Node | None, loc: Loc = (), out: dict | None = None) -> dict[Loc, int]:
+    out = {} if out is None else out
+    if node is None:
+        return out
+    out.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = loc + (key.value,)
+            out[child] = key.start_mark.line + 1
+            _line_index(value, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, loc + (i,), out)
+    return out
+
+
+def _line_for(lines: dict[Loc, int], loc: Loc) -> int | None:
+    while True:
+        if loc in lines:
+            return lines[loc] if loc else None
+        if not loc:
+            return None
+        loc = loc[:-1]
+
+
+# -- ${ENV} substitution -----------------------------------------------------------------
+
+def _substitute_env(value: Any, loc: Loc, environ, problems: list[Problem]) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, loc + (k,), environ, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, loc + (i,), environ, problems) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        problems.append(Problem(loc, f"environment variable {name} is not set "
+                                     f"(export it, or write ${{{name}:-default}})"))
+        return ""
+
+    return _ENV.sub(repl, value)
+
+
+# -- pydantic errors in plain words -----------------------------------------------------
+
+def _explain(error: ValidationError, model: type[BaseModel], prefix: Loc = ()) -> list[tuple[Loc, str]]:
+    out = []
+    for err in error.errors(include_url=False):
+        loc = prefix + tuple(err["loc"])
+        out.append((loc, _sentence(err, model, tuple(err["loc"]))))
+    return out
+
+
+def _sentence(err: dict, model: type[BaseModel], loc: Loc) -> str:
+    kind, value = err["type"], err.get("input")
+    if kind == "missing":
+        return "is required but missing"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model, loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        text = "unknown key"
+        if hint:
+            text += f" (did you mean '{hint[0]}'?)"
+        elif allowed:
+            text += f" (allowed: {', '.join(allowed)})"
+        return text
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind == "literal_error":
+        return f"{value!r} is not one of: {err['ctx']['expected']}"
+    if kind == "string_pattern_mismatch":
+        return (f"{value!r} is not a valid name (lower-case letters, digits, '-' and '_'; "
+                "must start with a letter or digit)") if "a-z0-9" in err["ctx"]["pattern"] \
+            else f"{value!r} does not match {err['ctx']['pattern']}"
+    if kind in ("too_short", "too_long"):
+        return err["msg"].replace("List should", "needs to").replace("Dictionary should", "needs to")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        wanted = kind.split("_")[0].replace("dict", "mapping").replace("model", "mapping")
+        wanted = {"int": "whole number", "float": "number", "bool": "true or false",
+                  "string": "text", "list": "list"}.get(wanted, wanted)
+        return f"{value!r} is not a {wanted}"
+    return err["msg"]
+
+
+def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
+    tp: Any = model
+    for part in loc:
+        tp = _model_in(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(str(part))
+            if field is None:
+                return []
+            tp = field.annotation
+        elif typing.get_origin(tp) in (list, dict):
+            tp = typing.get_args(tp)[-1]
+        else:
+            return []
+    tp = _model_in(tp)
+    return sorted(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+
+
+def _model_in(tp: Any) -> Any:
+    """Unwrap Optional/Union/Annotated down to a model or a container type."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        for a in args:
+            if (isinstance(a, type) and issubclass(a, BaseModel)) or typing.get_origin(a) in (list, dict):
+                return a
+    return tp
+
+
+# -- sources and cross-references -------------------------------------------------------
+
+def _check_sources(config: Config, options: dict[str, BackendOptions]) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    for name, spec in config.sources.items():
+        loc: Loc = ("sources", name)
+        try:
+            cls = registry.backend_class(spec.kind)
+        except KeyError:
+            hint = difflib.get_close_matches(spec.kind, registry.kinds(), n=1)
+            out.append((loc + ("kind",), f"unknown kind {spec.kind!r}"
+                        + (f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(registry.kinds())})")))
+            continue
+        try:
+            options[name] = cls.Options.model_validate(spec.options)
+        except ValidationError as e:
+            out += _explain(e, cls.Options, loc)
+    return out
+
+
+def _check_references(config: Config, options: dict[str, BackendOptions]) -> list[tuple[Loc, str]]:
+    out: list[tuple[Loc, str]] = []
+    regions = set(config.regions)
+    seen: set[str] = set()
+
+    def capable(source: str, capability: str) -> str | None:
+        if source not in config.sources:
+            hint = difflib.get_close_matches(source, list(config.sources), n=1)
+            return f"no source named {source!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+        if source not in options:
+            return None  # its own problem is already reported
+        cls = registry.backend_class(config.sources[source].kind)
+        if capability not in cls.capabilities:
+            return f"source {source!r} (kind {cls.kind}) cannot serve as a {capability} source"
+        return None
+
+    for i, svc in enumerate(config.services):
+        loc: Loc = ("services", i)
+        if svc.name in seen:
+            out.append((loc + ("name",), f"service {svc.name!r} is defined twice"))
+        seen.add(svc.name)
+        for key in ("active", "standby"):
+            region = getattr(svc, key)
+            if region not in regions:
+                out.append((loc + (key,), f"{region!r} is not one of the regions ({', '.join(config.regions)})"))
+        if svc.active == svc.standby:
+            out.append((loc + ("standby",), "standby must differ from the active region"))
+        if svc.lag is not None:
+            if (msg := capable(svc.lag.source, LAG)):
+                out.append((loc + ("lag", "source"), msg))
+            warning, critical = svc.thresholds()
+            if warning >= critical:
+                out.append((loc + ("lag", "warning"), "warning must be below critical"))
+            if critical > svc.rpo:
+                out.append((loc + ("lag", "critical"), "critical is above the RPO; lag past the RPO must not count as ready"))
+        for region, source in svc.health.items():
+            if region not in (svc.active, svc.standby):
+                out.append((loc + ("health", region), f"{region!r} is neither the active nor the standby region of {svc.name}"))
+            elif (msg := capable(source, HEALTH)):
+                out.append((loc + ("health", region), msg))
+    return out

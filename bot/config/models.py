@@ -1,0 +1,132 @@
+"""Typed config models. Unknown keys are errors everywhere: a typo must not silently
+disable a check. Backend options are validated separately, by each backend's own
+``Options`` model (see ``loader.py``)."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from bot.durations import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Tier = Literal["critical", "high", "medium", "low"]
+SLACK_ID = re.compile(r"^(U|W|S)[A-Z0-9]{2,}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(BaseModel):
+    """A named source as written: ``kind`` plus that backend's options (checked later)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LagConfig(Strict):
+    source: str
+    warning: Duration | None = None
+    """Lag at or past this is AT_RISK. Default: 40% of the service's RPO."""
+    critical: Duration | None = None
+    """Lag at or past this is NOT_READY. Default: 80% of the service's RPO."""
+    stale_after: Duration = timedelta(minutes=10)
+    """A reading older than this is stale: UNKNOWN, never healthy."""
+
+
+class BreakGlass(Strict):
+    enabled: bool = False
+    group: list[str] = []
+    """Slack user or user-group IDs allowed to execute with zero approvals."""
+
+
+class ApprovalPolicy(Strict):
+    required_approvals: int = Field(default=1, ge=0, le=10)
+    critical_required_approvals: int | None = Field(default=None, ge=1, le=10)
+    """Approvals needed for services of tier ``critical``, when set."""
+    approvers: list[str] = []
+    """Slack user IDs (U...) and user-group IDs (S...). Empty: nobody may approve."""
+    requesters: list[str] = []
+    """Who may request changes. Empty: anyone in the workspace."""
+    expires: Duration = timedelta(minutes=30)
+    break_glass: BreakGlass = BreakGlass()
+
+    @model_validator(mode="after")
+    def _ids_look_like_slack_ids(self) -> "ApprovalPolicy":
+        for field in ("approvers", "requesters"):
+            for value in getattr(self, field):
+                if not SLACK_ID.match(value):
+                    raise ValueError(
+                        f"{field}: {value!r} is not a Slack user or user-group ID "
+                        "(use U0123ABCD for a person, S0123ABCD for a user group)"
+                    )
+        return self
+
+
+class ServiceApprovals(Strict):
+    """Per-service overrides of the global approval policy; unset fields inherit."""
+
+    required_approvals: int | None = Field(default=None, ge=0, le=10)
+    approvers: list[str] | None = None
+    requesters: list[str] | None = None
+    expires: Duration | None = None
+    break_glass: BreakGlass | None = None
+
+
+class ServiceConfig(Strict):
+    name: Name
+    description: str = ""
+    tier: Tier = "medium"
+    rpo: Duration
+    rto: Duration
+    active: str
+    """The region that takes traffic and writes, as deployed. drbot tracks changes."""
+    standby: str
+    lag: LagConfig | None = None
+    health: dict[str, str] = {}
+    """Region -> name of a health source."""
+    drill_max_age: Duration = timedelta(days=30)
+    channel: str | None = None
+    approvals: ServiceApprovals | None = None
+
+    def thresholds(self) -> tuple[timedelta, timedelta]:
+        """(warning, critical) lag thresholds, defaulting to 40% and 80% of the RPO."""
+        lag = self.lag or LagConfig(source="")
+        warning = lag.warning if lag.warning is not None else self.rpo * 0.4
+        critical = lag.critical if lag.critical is not None else self.rpo * 0.8
+        return warning, critical
+
+
+class SlackChannels(Strict):
+    announcements: str | None = None
+    incidents: str | None = None
+    alerts: list[str] = []
+
+
+class SlackSettings(Strict):
+    command: str = Field(default="/dr", pattern=r"^/[a-z0-9_-]+$")
+    channels: SlackChannels = SlackChannels()
+
+
+class Config(Strict):
+    regions: list[Name] = Field(min_length=2)
+    sources: dict[Name, SourceSpec] = {}
+    services: list[ServiceConfig] = Field(min_length=1)
+    slack: SlackSettings = SlackSettings()
+    approvals: ApprovalPolicy = ApprovalPolicy()
+    timezone: str = "UTC"
+
+    def service(self, name: str) -> ServiceConfig | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.services]

@@ -1,0 +1,156 @@
+"""DR readiness from readings, by pure functions: no I/O, no clock of its own.
+
+Rules (worst part wins; NOT_READY > UNKNOWN > AT_RISK > READY):
+- lag past critical, replication stopped, or the standby region unhealthy: NOT_READY;
+- lag past warning, the active region unhealthy, a failed, missing or overdue drill: AT_RISK;
+- a missing, failed, timed-out or stale reading: UNKNOWN for that part, never healthy.
+
+Findings carry a code and parameters; their sentences live in ``templates/_reasons.j2``.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.readings import Reading, Status
+
+
+class Verdict(str, enum.Enum):
+    READY = "READY"
+    AT_RISK = "AT_RISK"
+    UNKNOWN = "UNKNOWN"
+    NOT_READY = "NOT_READY"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+
+_RANK = {Verdict.READY: 0, Verdict.AT_RISK: 1, Verdict.UNKNOWN: 2, Verdict.NOT_READY: 3}
+
+
+@dataclass(frozen=True)
+class Finding:
+    verdict: Verdict
+    code: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DrillInfo:
+    """The latest finished drill of a service."""
+
+    ended_at: datetime
+    passed: bool
+    rto_s: float | None = None
+    rpo_s: float | None = None
+    request_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Targets:
+    rpo: timedelta
+    rto: timedelta
+    warning: timedelta
+    critical: timedelta
+    stale_after: timedelta
+    drill_max_age: timedelta
+
+
+@dataclass(frozen=True)
+class Assessment:
+    service: str
+    tier: str
+    active: str
+    standby: str
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    targets: Targets
+    lag: Reading
+    health: dict[str, Reading]
+    drill: DrillInfo | None
+    assessed_at: datetime
+
+    @property
+    def reasons(self) -> tuple[Finding, ...]:
+        """Findings that keep the service from READY, worst first."""
+        bad = [f for f in self.findings if f.verdict is not Verdict.READY]
+        return tuple(sorted(bad, key=lambda f: -f.verdict.rank))
+
+    @property
+    def sandbox(self) -> bool:
+        return self.lag.sandbox or any(r.sandbox for r in self.health.values())
+
+
+def worst(verdicts) -> Verdict:
+    return max(verdicts, key=lambda v: v.rank, default=Verdict.READY)
+
+
+def _unusable(reading: Reading, part: str, now: datetime, stale_after: timedelta) -> Finding | None:
+    """UNKNOWN for a reading that is missing, failed, timed out or stale."""
+    if reading.status is Status.OK:
+        age = reading.age(now)
+        if age is not None and age > stale_after:
+            return Finding(Verdict.UNKNOWN, "stale", {"part": part, "source": reading.source,
+                                                     "age": age, "limit": stale_after})
+        return None
+    return Finding(Verdict.UNKNOWN, reading.status.value, {"part": part, "source": reading.source,
+                                                           "error": reading.error})
+
+
+def assess_lag(lag: Reading, t: Targets, now: datetime) -> Finding:
+    if (bad := _unusable(lag, "replication lag", now, t.stale_after)) is not None:
+        return bad
+    if lag.replicating is False or lag.lag_seconds is None:
+        return Finding(Verdict.NOT_READY, "replication_stopped", {"source": lag.source, "detail": lag.detail})
+    value = timedelta(seconds=lag.lag_seconds)
+    params = {"lag": value, "warning": t.warning, "critical": t.critical, "rpo": t.rpo}
+    if value >= t.critical:
+        return Finding(Verdict.NOT_READY, "lag_critical", params | {"past_rpo": value >= t.rpo})
+    if value >= t.warning:
+        return Finding(Verdict.AT_RISK, "lag_warning", params)
+    return Finding(Verdict.READY, "lag_ok", params)
+
+
+def assess_health(region: str, role: str, reading: Reading, t: Targets, now: datetime) -> Finding:
+    if (bad := _unusable(reading, f"health of {region}", now, t.stale_after)) is not None:
+        return bad
+    params = {"region": region, "detail": reading.detail}
+    if reading.healthy:
+        return Finding(Verdict.READY, "healthy", params)
+    if role == "standby":
+        return Finding(Verdict.NOT_READY, "standby_unhealthy", params)
+    return Finding(Verdict.AT_RISK, "active_unhealthy", params)
+
+
+def assess_drill(drill: DrillInfo | None, t: Targets, now: datetime) -> Finding:
+    if drill is None:
+        return Finding(Verdict.AT_RISK, "no_drill", {"max_age": t.drill_max_age})
+    age = now - drill.ended_at
+    params = {"age": age, "max_age": t.drill_max_age, "rto_s": drill.rto_s, "rpo_s": drill.rpo_s,
+              "request_id": drill.request_id}
+    if not drill.passed:
+        return Finding(Verdict.AT_RISK, "drill_failed", params)
+    if age > t.drill_max_age:
+        return Finding(Verdict.AT_RISK, "drill_overdue", params)
+    return Finding(Verdict.READY, "drill_ok", params)
+
+
+def assess(service: str, tier: str, active: str, standby: str, targets: Targets, lag: Reading,
+           health: dict[str, Reading], drill: DrillInfo | None, now: datetime) -> Assessment:
+    findings = [assess_lag(lag, targets, now)]
+    for region, role in ((active, "active"), (standby, "standby")):
+        reading = health.get(region) or Reading.missing("health", f"no health source for {region}")
+        findings.append(assess_health(region, role, reading, targets, now))
+    findings.append(assess_drill(drill, targets, now))
+    return Assessment(
+        service=service, tier=tier, active=active, standby=standby,
+        verdict=worst(f.verdict for f in findings), findings=tuple(findings), targets=targets,
+        lag=lag, health=health, drill=drill, assessed_at=now,
+    )
+
+
+def order_worst_first(items: list[Assessment]) -> list[Assessment]:
+    return sorted(items, key=lambda a: (-a.verdict.rank, a.service))

@@ -1,0 +1,34 @@
+"""Everything a command needs, built once by ``bot.wiring`` and passed in. No globals."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Callable
+
+from sqlalchemy.engine import Engine
+
+from bot.collector import Collector
+from bot.config import Config, LoadedConfig
+from bot.render import Renderer
+from bot.status import StatusService
+from integrations.base import Backend
+
+
+@dataclass
+class Services:
+    loaded: LoadedConfig
+    engine: Engine
+    backends: dict[str, Backend]
+    collector: Collector
+    status: StatusService
+    renderer: Renderer
+    clock: Callable[[], datetime]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Config:
+        return self.loaded.config
+
+    @property
+    def command(self) -> str:
+        return self.config.slack.command

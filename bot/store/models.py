@@ -1,0 +1,174 @@
+"""Tables. Times are aware UTC (``UTCDateTime``). State changes of requests and runs are
+conditional updates (see ``bot.store.transitions``), never read-modify-write."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Optional
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from bot.store.db import UTCDateTime
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _at(**kw):
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class RequestKind(str, enum.Enum):
+    FAILOVER = "failover"
+    FAILBACK = "failback"
+    DRILL = "drill"
+    ROLLBACK = "rollback"
+    RESUME = "resume"
+
+
+class RequestState(str, enum.Enum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    ABORTED = "aborted"
+
+
+OPEN_STATES = (RequestState.PENDING, RequestState.APPROVED, RequestState.RUNNING, RequestState.INTERRUPTED)
+FINAL_STATES = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.ROLLED_BACK, RequestState.DENIED,
+                RequestState.EXPIRED, RequestState.CANCELLED, RequestState.ABORTED)
+
+
+class StepState(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only: who did what, when, from where."""
+
+    __tablename__ = "audit_entry"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = _at(default_factory=utcnow, index=True)
+    actor: str = Field(index=True)
+    actor_name: str = ""
+    origin: str = ""
+    """slack, shell, cli, http, scheduler, system"""
+    action: str = Field(index=True)
+    target: str = ""
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+
+
+class ServiceState(SQLModel, table=True):
+    """Where a service runs now, when drbot has changed it since the config was written."""
+
+    __tablename__ = "service_state"
+    service: str = Field(primary_key=True)
+    active_region: str
+    standby_region: str
+    updated_at: datetime = _at(default_factory=utcnow)
+    changed_by_request: Optional[int] = None
+
+
+class ChangeRequest(SQLModel, table=True):
+    __tablename__ = "change_request"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: RequestKind
+    service: str = Field(index=True)
+    from_region: str = ""
+    to_region: str = ""
+    scenario: str = ""
+    reason: str = ""
+    requester: str
+    requester_name: str = ""
+    state: RequestState = Field(default=RequestState.PENDING, index=True)
+    required_approvals: int = 1
+    break_glass: bool = False
+    justification: str = ""
+    parent_id: Optional[int] = Field(default=None, foreign_key="change_request.id")
+    """A rollback or resume request points at the request whose run it continues."""
+    created_at: datetime = _at(default_factory=utcnow)
+    expires_at: datetime = _at()
+    decided_at: Optional[datetime] = _at(default=None, nullable=True)
+    closed_at: Optional[datetime] = _at(default=None, nullable=True)
+    state_reason: str = ""
+    channel: str = ""
+    message_ts: str = ""
+    origin: str = ""
+
+
+class Approval(SQLModel, table=True):
+    """One person's decision on one request. The unique key makes a second click by the
+    same person a no-op, whichever replica handles it."""
+
+    __tablename__ = "approval"
+    __table_args__ = (UniqueConstraint("request_id", "approver", name="uq_approval_person"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="change_request.id", index=True)
+    approver: str
+    approver_name: str = ""
+    approve: bool = True
+    at: datetime = _at(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "run"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="change_request.id", index=True)
+    kind: RequestKind
+    service: str = Field(index=True)
+    state: RequestState = Field(default=RequestState.RUNNING, index=True)
+    approved_at: datetime = _at()
+    started_at: datetime = _at(default_factory=utcnow)
+    ended_at: Optional[datetime] = _at(default=None, nullable=True)
+    verified_at: Optional[datetime] = _at(default=None, nullable=True)
+    measured_rto_s: Optional[float] = None
+    measured_rpo_s: Optional[float] = None
+    passed: Optional[bool] = None
+    error: str = ""
+    progress_ts: str = ""
+    owner: str = ""
+    """Process that runs it (host:pid); a run left 'running' by a dead owner is interrupted."""
+
+
+class RunStep(SQLModel, table=True):
+    __tablename__ = "run_step"
+    __table_args__ = (UniqueConstraint("run_id", "position", "attempt", name="uq_step_attempt"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    position: int
+    attempt: int = 1
+    name: str
+    action: str
+    rollback: bool = False
+    state: StepState = Field(default=StepState.PENDING)
+    started_at: Optional[datetime] = _at(default=None, nullable=True)
+    ended_at: Optional[datetime] = _at(default=None, nullable=True)
+    output: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    error: str = ""
+
+
+class TimelineEvent(SQLModel, table=True):
+    """Everything that happens to an incident or a change request, in order."""
+
+    __tablename__ = "timeline_event"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = _at(default_factory=utcnow, index=True)
+    incident_id: Optional[int] = Field(default=None, index=True)
+    request_id: Optional[int] = Field(default=None, index=True)
+    service: str = ""
+    kind: str
+    actor: str = ""
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    data: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))

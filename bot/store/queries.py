@@ -1,0 +1,30 @@
+"""Read-side queries the core needs, kept in one place."""
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from bot.readiness import DrillInfo
+from bot.store.models import RequestKind, RequestState, Run, ServiceState
+
+_FINISHED = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.ROLLED_BACK, RequestState.ABORTED)
+
+
+def current_regions(session: Session) -> dict[str, tuple[str, str]]:
+    """Service -> (active, standby) for services whose regions drbot has changed."""
+    return {s.service: (s.active_region, s.standby_region) for s in session.exec(select(ServiceState))}
+
+
+def latest_drills(session: Session, services: list[str] | None = None) -> dict[str, DrillInfo]:
+    """Service -> its most recent finished drill."""
+    stmt = (select(Run).where(Run.kind == RequestKind.DRILL, col(Run.state).in_(_FINISHED),
+                              col(Run.ended_at).is_not(None))
+            .order_by(col(Run.ended_at).desc()))
+    if services is not None:
+        stmt = stmt.where(col(Run.service).in_(services))
+    out: dict[str, DrillInfo] = {}
+    for run in session.exec(stmt):
+        if run.service not in out:
+            out[run.service] = DrillInfo(ended_at=run.ended_at, passed=bool(run.passed),
+                                         rto_s=run.measured_rto_s, rpo_s=run.measured_rpo_s,
+                                         request_id=run.request_id)
+    return out

@@ -1,0 +1,57 @@
+"""The one place where things are built: config, database, backends, services.
+Called from the CLI and from tests; nothing is built at import time."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+from bot.collector import Collector
+from bot.config import LoadedConfig, load_config
+from bot.render import Renderer
+from bot.services import Services
+from bot.status import StatusService
+from bot.store import DEFAULT_URL, create_schema, make_engine
+from integrations import registry
+from integrations.base import Backend
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def config_path(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("DRBOT_CONFIG") or "drbot.yaml"
+
+
+def database_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("DATABASE_URL") or DEFAULT_URL
+
+
+def build_backends(loaded: LoadedConfig, clients: dict[str, Any] | None = None) -> dict[str, Backend]:
+    """One backend per named source; ``clients`` injects a client by source name (tests)."""
+    clients = clients or {}
+    out = {}
+    for name, spec in loaded.config.sources.items():
+        cls = registry.backend_class(spec.kind)
+        out[name] = cls(name, loaded.options[name], client=clients.get(name))
+    return out
+
+
+def build_services(config: str | LoadedConfig | None = None, db_url: str | None = None,
+                   clients: dict[str, Any] | None = None,
+                   clock: Callable[[], datetime] = utcnow) -> Services:
+    loaded = config if isinstance(config, LoadedConfig) else load_config(config_path(config))
+    engine = make_engine(database_url(db_url))
+    create_schema(engine)
+    backends = build_backends(loaded, clients)
+    collector = Collector(backends)
+    return Services(
+        loaded=loaded,
+        engine=engine,
+        backends=backends,
+        collector=collector,
+        status=StatusService(loaded, collector, engine, clock),
+        renderer=Renderer(loaded.config.timezone),
+        clock=clock,
+    )

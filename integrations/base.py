@@ -1,0 +1,148 @@
+"""Capability interfaces shared by every backend.
+
+A backend is a class with a ``kind`` (the ``kind:`` a config source uses), an ``Options``
+model (validated config, unknown keys rejected) and a ``check()`` used by
+``drbot check-config``. It takes its options and an optional injected client and creates
+the real client only when none is given, and only when first used.
+
+Backends return the small frozen result types below, never raw SDK dicts, and raise
+``IntegrationError`` (transient / permanent / not permitted). This package imports nothing
+from ``bot`` or ``commands``.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class ErrorKind(str, enum.Enum):
+    TRANSIENT = "transient"        # worth retrying: throttling, 5xx, timeouts
+    PERMANENT = "permanent"        # retrying will not help: bad target, bad request
+    NOT_PERMITTED = "not_permitted"  # credentials lack the permission
+
+
+class IntegrationError(Exception):
+    """What a backend raises. ``kind`` says whether retrying can help."""
+
+    def __init__(self, message: str, kind: ErrorKind = ErrorKind.PERMANENT):
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def transient(self) -> bool:
+        return self.kind is ErrorKind.TRANSIENT
+
+
+class BackendOptions(BaseModel):
+    """Base of every backend's options: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout: float = 5.0
+    """Seconds a single read may take before it is cut and reported as timed out."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a capability call is about: the service and, for health, the region.
+
+    Backends whose options already name one endpoint (a CloudWatch metric, a URL) ignore
+    it; the sandbox uses it to pick the simulated service and region.
+    """
+
+    service: str
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class LagSample:
+    at: datetime
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LagReading:
+    """Replication lag in seconds, as the source last observed it.
+
+    ``replicating`` is False when the source says replication is not running
+    (e.g. RDS ``ReplicaLag`` of -1); ``seconds`` is then None.
+    """
+
+    seconds: float | None
+    observed_at: datetime
+    replicating: bool = True
+    history: tuple[LagSample, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HealthReading:
+    healthy: bool
+    observed_at: datetime
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Outcome of a backend's ``check()`` for ``drbot check-config``."""
+
+    ok: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action did, or with ``dry_run`` would do."""
+
+    summary: str
+    dry_run: bool
+    changed: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend:
+    """Common base: subclasses set ``kind``, ``Options`` and ``capabilities``."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[BackendOptions]]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    sandbox: ClassVar[bool] = False
+
+    def __init__(self, name: str, options: BackendOptions, client: Any = None):
+        self.name = name
+        self.options = options
+        self._client = client
+
+    def check(self) -> CheckResult:  # pragma: no cover - overridden by every backend
+        return CheckResult(True, "no check defined")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# Capability names, as used in ``Backend.capabilities`` and config validation.
+LAG = "lag"
+HEALTH = "health"
+TRAFFIC = "traffic"
+DATABASE = "database"
+STATUS = "status"
+ARCHIVE = "archive"
+
+
+@runtime_checkable
+class LagSource(Protocol):
+    def read_lag(self, target: Target, history: bool = False) -> LagReading: ...
+
+
+@runtime_checkable
+class HealthSource(Protocol):
+    def check_health(self, target: Target) -> HealthReading: ...

@@ -1,0 +1,239 @@
+"""Replication lag from a PromQL query (kind ``prometheus``, capability LAG).
+
+``query`` must return one series (an instant vector or a scalar) whose value is the lag
+in ``unit`` (seconds by default). If it returns several series, the largest value is the
+reading and the detail says so; if any series equals ``stopped_value`` (compared in the
+query's own unit), the reading is "not replicating". Values that are not finite numbers
+(NaN, ±Inf) raise an error: such a reading is never shown as a lag. ``observed_at`` is
+the evaluation time Prometheus reports.
+
+``history`` uses ``/api/v1/query_range`` over the last ``history_window`` seconds at
+``history_step``; per timestamp it keeps the largest finite value, skipping stopped ones.
+
+Errors: timeouts, connection failures, HTTP 429/5xx and Prometheus ``timeout``/
+``canceled``/``unavailable`` errors are TRANSIENT; 401/403 are NOT_PERMITTED (check the
+``headers``); a rejected query (400 ``bad_data``, 422 ``execution``), a wrong URL, or a
+query with no series or a non-numeric value are PERMANENT.
+"""
+from __future__ import annotations
+
+import math
+import threading
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field, field_validator, model_validator
+
+from integrations.base import (
+    LAG, Backend, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
+    LagSample, Target, utcnow,
+)
+
+Series = tuple[dict[str, str], float, float]  # labels, unix time, raw value
+TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
+
+
+class PrometheusOptions(BackendOptions):
+    url: str
+    """Base URL of the Prometheus HTTP API, e.g. http://prometheus:9090."""
+    query: str = Field(min_length=1)
+    unit: Literal["s", "ms"] = "s"
+    headers: dict[str, str] = {}
+    """Sent with every request, e.g. {"Authorization": "Bearer ${PROM_TOKEN}"}."""
+    history_window: int = Field(3600, gt=0)
+    history_step: int = Field(60, gt=0)
+    stopped_value: float | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _few_points(self) -> "PrometheusOptions":
+        if self.history_window // self.history_step > 11000:
+            raise ValueError("history_window / history_step must be at most 11000 points")
+        return self
+
+
+def _labels(labels: dict[str, str]) -> str:
+    name = labels.get("__name__", "")
+    rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+    return f"{name}{{{rest}}}"
+
+
+class PrometheusLag(Backend):
+    """Reads replication lag (seconds) from a Prometheus-compatible query API."""
+
+    kind = "prometheus"
+    Options = PrometheusOptions
+    capabilities = frozenset({LAG})
+    options: PrometheusOptions
+
+    def __init__(self, name: str, options: PrometheusOptions, client: Any = None):
+        super().__init__(name, options, client)
+        self._owns_client = client is None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """The injected ``httpx.Client``, or one created on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self.options.timeout)
+            return self._client
+
+    def close(self) -> None:
+        """Close the HTTP client if this backend created it."""
+        if self._owns_client and self._client is not None:
+            self._client.close()
+            self._client = None
+
+    # -- capability -------------------------------------------------------------------
+
+    def read_lag(self, target: Target, history: bool = False) -> LagReading:
+        o = self.options
+        series = self._instant()
+        if not series:
+            raise IntegrationError(
+                f"{self.name}: the query `{o.query}` returned no series at {o.url}. "
+                f"Check the query (labels, metric name) and that the exporter is scraped.",
+                ErrorKind.PERMANENT)
+        for labels, _, raw in series:
+            if not math.isfinite(raw):
+                raise IntegrationError(
+                    f"{self.name}: the query `{o.query}` returned {raw} for "
+                    f"{_labels(labels)}, which is not a lag. Fix the query so it "
+                    f"yields a number.", ErrorKind.PERMANENT)
+        samples = self._history() if history else ()
+        at = datetime.fromtimestamp(max(t for _, t, _ in series), timezone.utc)
+        if o.stopped_value is not None:
+            stopped = [s for s in series if s[2] == o.stopped_value]
+            if stopped:
+                return LagReading(
+                    seconds=None, observed_at=at, replicating=False, history=samples,
+                    detail=f"{_labels(stopped[0][0])} is {o.stopped_value:g}: "
+                           f"replication is not running")
+        labels, _, raw = max(series, key=lambda s: s[2])
+        detail = f"{raw:g} {o.unit}"
+        if len(series) > 1:
+            detail += f"; the largest of {len(series)} series ({_labels(labels)})"
+        return LagReading(seconds=self._to_seconds(raw), observed_at=at,
+                          history=samples, detail=detail)
+
+    def _to_seconds(self, raw: float) -> float:
+        return raw / 1000.0 if self.options.unit == "ms" else raw
+
+    def _instant(self) -> list[Series]:
+        data = self._get("/api/v1/query", {"query": self.options.query})
+        kind, result = data.get("resultType"), data.get("result")
+        try:
+            if kind == "scalar":
+                return [({}, float(result[0]), float(result[1]))]
+            if kind == "vector":
+                return [(s.get("metric", {}), float(s["value"][0]), float(s["value"][1]))
+                        for s in result]
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise self._malformed(exc) from exc
+        raise IntegrationError(
+            f"{self.name}: the query `{self.options.query}` returned a {kind}; it must "
+            f"return an instant vector or a scalar.", ErrorKind.PERMANENT)
+
+    def _history(self) -> tuple[LagSample, ...]:
+        o = self.options
+        end = utcnow().timestamp()
+        data = self._get("/api/v1/query_range", {
+            "query": o.query, "start": f"{end - o.history_window:.3f}",
+            "end": f"{end:.3f}", "step": str(o.history_step)})
+        if data.get("resultType") != "matrix":
+            raise IntegrationError(
+                f"{self.name}: the range query `{o.query}` returned a "
+                f"{data.get('resultType')} instead of a matrix.", ErrorKind.PERMANENT)
+        largest: dict[float, float] = {}
+        try:
+            for series in data.get("result", []):
+                for t, v in series["values"]:
+                    value = float(v)
+                    if math.isfinite(value) and value != o.stopped_value:
+                        largest[float(t)] = max(value, largest.get(float(t), value))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise self._malformed(exc) from exc
+        return tuple(LagSample(datetime.fromtimestamp(t, timezone.utc),
+                               self._to_seconds(v)) for t, v in sorted(largest.items()))
+
+    def _malformed(self, exc: Exception) -> IntegrationError:
+        return IntegrationError(
+            f"{self.name}: the answer from {self.options.url} is not in the Prometheus "
+            f"API format ({type(exc).__name__}: {exc}); check the url.",
+            ErrorKind.PERMANENT)
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        o = self.options
+        params = {**params, "timeout": f"{o.timeout:g}s"}
+        try:
+            response = self.client.get(o.url + path, params=params, headers=o.headers,
+                                       timeout=o.timeout)
+        except httpx.TimeoutException as exc:
+            raise IntegrationError(
+                f"{self.name}: Prometheus at {o.url} did not answer within "
+                f"{o.timeout:g} s.", ErrorKind.TRANSIENT) from exc
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise IntegrationError(f"{self.name}: the url {o.url} is not usable ({exc}).",
+                                   ErrorKind.PERMANENT) from exc
+        except httpx.TransportError as exc:
+            raise IntegrationError(
+                f"{self.name}: cannot connect to Prometheus at {o.url} ({exc}); check "
+                f"the url and that Prometheus is up.", ErrorKind.TRANSIENT) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400 or not isinstance(body, dict) \
+                or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+            raise self._http_error(response.status_code, body)
+        return body["data"]
+
+    def _http_error(self, status: int, body: Any) -> IntegrationError:
+        o = self.options
+        error_type = body.get("errorType", "") if isinstance(body, dict) else ""
+        said = f"HTTP {status}"
+        if error_type:
+            said += f", {error_type}: {body.get('error', '')}"
+        if status in (401, 403):
+            return IntegrationError(
+                f"{self.name}: Prometheus at {o.url} refused the request ({said}); "
+                f"check the Authorization in headers.", ErrorKind.NOT_PERMITTED)
+        if status == 429 or status >= 500 or error_type in TRANSIENT_ERROR_TYPES:
+            return IntegrationError(
+                f"{self.name}: Prometheus at {o.url} failed ({said}); try again shortly.",
+                ErrorKind.TRANSIENT)
+        if status == 404:
+            return IntegrationError(
+                f"{self.name}: no Prometheus API at {o.url} (HTTP 404); check the url.",
+                ErrorKind.PERMANENT)
+        if status >= 400:
+            return IntegrationError(
+                f"{self.name}: Prometheus rejected the query `{o.query}` ({said}); fix "
+                f"the query in the source's options.", ErrorKind.PERMANENT)
+        return IntegrationError(
+            f"{self.name}: {o.url} did not answer with Prometheus API JSON (HTTP "
+            f"{status}); check the url.", ErrorKind.PERMANENT)
+
+    # -- check-config -----------------------------------------------------------------
+
+    def check(self) -> CheckResult:
+        """Runs the query once: proves the URL, the headers and the query. Never raises."""
+        try:
+            reading = self.read_lag(Target(service=self.name))
+        except IntegrationError as exc:
+            return CheckResult(False, str(exc))
+        except Exception as exc:  # check() never raises
+            return CheckResult(False, f"{self.name}: unexpected error reading "
+                                      f"{self.options.url}: {type(exc).__name__}: {exc}")
+        return CheckResult(True, f"{self.name}: Prometheus at {self.options.url} answers "
+                                 f"the query ({reading.detail}).")

@@ -1,0 +1,24 @@
+"""Which backend class serves each ``kind:``. Modules are imported on first use only."""
+from __future__ import annotations
+
+import importlib
+
+from integrations.base import Backend
+
+_KINDS: dict[str, str] = {
+    "sandbox": "integrations.sandbox:SandboxBackend",
+    "cloudwatch": "integrations.aws.cloudwatch:CloudWatchLag",
+    "route53_health": "integrations.aws.route53_health:Route53Health",
+    "prometheus": "integrations.prometheus:PrometheusLag",
+    "http_probe": "integrations.http_probe:HttpProbe",
+}
+
+
+def kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def backend_class(kind: str) -> type[Backend]:
+    """The class for ``kind``; KeyError when no backend has that kind."""
+    module_name, _, attr = _KINDS[kind].partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,128 @@
+"""A simulated two-region estate for demos, training and game days.
+
+Lag drifts smoothly around each service's baseline; regions are healthy unless a fault is
+injected. The estate lives in the process (one per sandbox source) and reacts to faults
+injected from the shell or tests. Every reply built from it says SANDBOX.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from integrations.base import (
+    HEALTH, LAG, Backend, BackendOptions, CheckResult, HealthReading, IntegrationError,
+    ErrorKind, LagReading, LagSample, Target, utcnow,
+)
+
+FAULTS = ("region_down", "replication_stopped", "lag_spike", "source_error", "source_hang")
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lag: float = Field(default=20.0, ge=0, description="baseline replication lag, seconds")
+    jitter: float = Field(default=10.0, ge=0, description="how far lag drifts around the baseline, seconds")
+    period: float = Field(default=900.0, gt=0, description="seconds per drift cycle")
+
+
+class SandboxOptions(BackendOptions):
+    profiles: dict[str, Profile] = {}
+    """Per service; services without a profile get the defaults."""
+    delay: float = Field(default=0.0, ge=0)
+    """Seconds each read takes, to rehearse slow sources."""
+
+
+@dataclass
+class _ServiceState:
+    faults: dict[str, str | None] = field(default_factory=dict)  # fault -> region or None
+
+
+class Estate:
+    """Mutable simulated state, shared by every service the sandbox source serves."""
+
+    def __init__(self, clock=time.time):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._services: dict[str, _ServiceState] = {}
+
+    def _state(self, service: str) -> _ServiceState:
+        return self._services.setdefault(service, _ServiceState())
+
+    def inject(self, service: str, fault: str, region: str | None = None) -> None:
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+        with self._lock:
+            self._state(service).faults[fault] = region
+
+    def clear(self, service: str, fault: str | None = None) -> None:
+        with self._lock:
+            faults = self._state(service).faults
+            faults.clear() if fault is None else faults.pop(fault, None)
+
+    def faults(self, service: str) -> dict[str, str | None]:
+        with self._lock:
+            return dict(self._state(service).faults)
+
+    def now(self) -> float:
+        return self._clock()
+
+
+class SandboxBackend(Backend):
+    kind = "sandbox"
+    Options = SandboxOptions
+    capabilities = frozenset({LAG, HEALTH})
+    sandbox = True
+
+    options: SandboxOptions
+
+    @property
+    def estate(self) -> Estate:
+        if self._client is None:
+            self._client = Estate()
+        return self._client
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, "SANDBOX estate (simulated, nothing real is read or changed)")
+
+    def _before_read(self, service: str) -> dict[str, str | None]:
+        faults = self.estate.faults(service)
+        if "source_hang" in faults:
+            time.sleep(self.options.timeout * 10)
+        if self.options.delay:
+            time.sleep(self.options.delay)
+        if "source_error" in faults:
+            raise IntegrationError(f"SANDBOX: injected source error for {service}", ErrorKind.TRANSIENT)
+        return faults
+
+    def _lag_at(self, service: str, t: float, faults: dict) -> float:
+        p = self.options.profiles.get(service, Profile())
+        phase = (zlib.crc32(service.encode()) % 1000) / 1000 * 2 * math.pi
+        lag = p.lag + p.jitter * math.sin(2 * math.pi * t / p.period + phase)
+        if "lag_spike" in faults:
+            lag += max(p.lag, 60.0) * 10
+        return round(max(lag, 0.0), 1)
+
+    def read_lag(self, target: Target, history: bool = False) -> LagReading:
+        faults = self._before_read(target.service)
+        now = self.estate.now()
+        observed = utcnow()
+        if "replication_stopped" in faults:
+            return LagReading(None, observed, replicating=False, detail="SANDBOX: replication stopped (injected)")
+        samples: tuple[LagSample, ...] = ()
+        if history:
+            samples = tuple(
+                LagSample(observed - timedelta(seconds=60 * k), self._lag_at(target.service, now - 60 * k, faults))
+                for k in range(30, -1, -1)
+            )
+        return LagReading(self._lag_at(target.service, now, faults), observed, history=samples, detail="SANDBOX")
+
+    def check_health(self, target: Target) -> HealthReading:
+        faults = self._before_read(target.service)
+        down = "region_down" in faults and faults["region_down"] in (None, target.region)
+        detail = f"SANDBOX: {target.region} " + ("down (injected fault)" if down else "serving")
+        return HealthReading(not down, utcnow(), detail=detail, latency_ms=None if down else 12.0)
