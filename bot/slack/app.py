@@ -1,0 +1,81 @@
+"""The Slack transport: Bolt listeners that ack at once and do the work after the ack.
+
+Only this package imports slack_bolt / slack_sdk. Listeners turn a Slack payload into an
+``Actor`` and words, call the same command code as the shell, and render the ``Reply``
+as Block Kit.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bot.actor import Actor
+from bot.render import Reply
+from bot.services import Services
+from commands import status as status_cmd
+from commands.base import Invocation
+from commands.router import dispatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    bot_token: str
+    signing_secret: str | None = None
+    api_url: str | None = None
+    """Web API base URL override (tests, proxies), e.g. http://127.0.0.1:8099/api/"""
+
+
+def make_client(settings: SlackSettings) -> WebClient:
+    client = WebClient(token=settings.bot_token, base_url=settings.api_url or WebClient.BASE_URL, timeout=10)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    return client
+
+
+def build_app(services: Services, settings: SlackSettings) -> App:
+    """A Bolt app wired to ``services``. Without a signing secret (Socket Mode) request
+    verification is off, so the caller must not expose ``/slack/events`` over HTTP."""
+    app = App(
+        client=make_client(settings),
+        signing_secret=settings.signing_secret,
+        request_verification_enabled=settings.signing_secret is not None,
+        process_before_response=False,
+        logger=logging.getLogger("drbot.slack"),
+    )
+    register(app, services)
+    return app
+
+
+def send(respond, services: Services, reply: Reply) -> None:
+    blocks, text = services.renderer.blocks(reply)
+    respond(text=text, blocks=blocks, response_type="ephemeral" if reply.ephemeral else "in_channel",
+            replace_original=reply.replace_original)
+
+
+def _ack(ack) -> None:
+    ack()
+
+
+def register(app: App, services: Services) -> None:
+    def on_command(body, respond) -> None:
+        actor = Actor(id=body["user_id"], name=body.get("user_name", ""), origin="slack",
+                      channel=body.get("channel_id"))
+        send(respond, services, dispatch(services, actor, body.get("text", "")))
+
+    def on_refresh(body, action, respond) -> None:
+        user = body["user"]
+        actor = Actor(id=user["id"], name=user.get("username") or user.get("name", ""), origin="slack",
+                      channel=(body.get("channel") or {}).get("id"))
+        service = action.get("value") or "*"
+        service = None if service == "*" or services.config.service(service) is None else service
+        inv = Invocation(services=services, actor=actor, args=[], text="")
+        ephemeral = bool((body.get("container") or {}).get("is_ephemeral", True))
+        send(respond, services, status_cmd.reply_for(inv, service, ephemeral=ephemeral, replace=True))
+
+    app.command(services.command)(ack=_ack, lazy=[on_command])
+    app.action("status_refresh")(ack=_ack, lazy=[on_refresh])

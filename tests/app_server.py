@@ -1,0 +1,52 @@
+"""Run the real app over HTTP (uvicorn on 127.0.0.1, a free port) against a FakeSlack."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import uvicorn
+
+from bot.services import Services
+from bot.slack.app import SlackSettings, build_app
+from bot.slack.http import build_http_app
+from tests.fakes.slack_api import FakeSlack
+from tests.slack_client import SlackSender
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+class RunningApp:
+    def __init__(self, services: Services, url: str, sender: SlackSender):
+        self.services = services
+        self.url = url
+        self.sender = sender
+
+
+@contextmanager
+def running_app(services: Services, fake: FakeSlack) -> Iterator[RunningApp]:
+    settings = SlackSettings(bot_token="xoxb-test-token", signing_secret=SIGNING_SECRET, api_url=fake.base_url)
+    http_app = build_http_app(services, build_app(services, settings))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(http_app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the app server did not start")
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{port}"
+    sender = SlackSender(url, SIGNING_SECRET)
+    try:
+        yield RunningApp(services, url, sender)
+    finally:
+        sender.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

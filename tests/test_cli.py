@@ -1,0 +1,103 @@
+"""The drbot CLI: status exit codes and JSON, the shell driving the same commands."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from bot.cli import main
+from bot.shell import Shell
+from commands.router import dispatch
+from tests.conftest import SANDBOX_CONFIG
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "drbot.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_status_exits_1_when_not_every_service_is_ready(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/d.db")
+    code = main(["status", "--config", _write(tmp_path, SANDBOX_CONFIG)])
+    out = capsys.readouterr().out
+    assert code == 1  # no drill on record: AT RISK
+    assert "AT RISK" in out and "orders" in out and "payments" in out
+
+
+def test_status_json_names_each_service_verdict_and_reason(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/d.db")
+    code = main(["status", "orders", "--json", "--config", _write(tmp_path, SANDBOX_CONFIG)])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 1
+    (svc,) = data["services"]
+    assert svc["service"] == "orders" and svc["verdict"] == "AT_RISK"
+    assert svc["reasons"] == ["no drill on record (drills are due every 30d)"]
+    assert svc["lag"]["lag_seconds"] == 20.0 and len(svc["lag"]["history"]) == 31
+    assert svc["targets"]["warning"] == 120.0 and svc["targets"]["critical"] == 240.0
+
+
+def test_status_exits_0_when_every_service_is_ready(tmp_path, monkeypatch, capsys):
+    from datetime import datetime, timedelta, timezone
+
+    from bot.store import create_schema, make_engine, session_scope
+    from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
+
+    db = f"sqlite:///{tmp_path}/d.db"
+    monkeypatch.setenv("DATABASE_URL", db)
+    engine = make_engine(db)
+    create_schema(engine)
+    now = datetime.now(timezone.utc)
+    with session_scope(engine) as s:
+        for name in ("orders", "payments"):
+            cr = ChangeRequest(kind=RequestKind.DRILL, service=name, requester="UALICE", expires_at=now,
+                               state=RequestState.SUCCEEDED)
+            s.add(cr)
+            s.flush()
+            s.add(Run(request_id=cr.id, kind=RequestKind.DRILL, service=name, state=RequestState.SUCCEEDED,
+                      approved_at=now - timedelta(days=1), ended_at=now - timedelta(days=1), passed=True,
+                      measured_rto_s=300, measured_rpo_s=4))
+    engine.dispose()
+    assert main(["status", "--config", _write(tmp_path, SANDBOX_CONFIG)]) == 0
+    assert capsys.readouterr().out.count("READY") == 2
+
+
+def test_status_unknown_service_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/d.db")
+    assert main(["status", "nope", "--config", _write(tmp_path, SANDBOX_CONFIG)]) == 2
+    assert "no service named 'nope'" in capsys.readouterr().err
+
+
+def test_run_without_credentials_points_at_the_shell(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/d.db")
+    for var in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["run", "--config", _write(tmp_path, SANDBOX_CONFIG)]) == 2
+    assert "drbot shell" in capsys.readouterr().err
+
+
+def test_shell_runs_the_same_commands_and_switches_users(services):
+    out = io.StringIO()
+    shell = Shell(services, dispatch, user="alice", out=out)
+    stdin = io.StringIO("/dr status\nas bob\nstatus payments\nfrobnicate\nquit\n/dr status\n")
+    assert shell.loop(stdin) == 0
+    text = out.getvalue()
+    assert "acting as alice (UALICE)" in text
+    assert "now acting as bob (UBOB)" in text and "bob> status payments" in text
+    assert "payments · AT RISK · SANDBOX" in text
+    assert "! unknown subcommand 'frobnicate'" in text
+    assert text.count("Checked ") == 1  # one summary; nothing runs after quit
+
+
+def test_demo_config_opens_in_the_shell(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/d.db")
+    from bot.wiring import build_services
+
+    services = build_services(str(ROOT / "deploy" / "demo.yaml"))
+    out = io.StringIO()
+    Shell(services, dispatch, out=out).loop(io.StringIO("/dr status\n"))
+    for name in ("orders", "payments", "catalog"):
+        assert name in out.getvalue()
+    services.engine.dispose()
