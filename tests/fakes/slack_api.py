@@ -153,6 +153,7 @@ class FakeSlack:
             return self.messages[(channel, ts)]
 
     def clear(self) -> None:
+        """Forget the recorded calls; messages, uploads and configuration stay."""
         with self._lock:
             self._calls.clear()
 
