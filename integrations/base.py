@@ -146,3 +146,32 @@ class LagSource(Protocol):
 @runtime_checkable
 class HealthSource(Protocol):
     def check_health(self, target: Target) -> HealthReading: ...
+
+
+@runtime_checkable
+class TrafficSwitch(Protocol):
+    """Which region takes traffic, and shifting it (Route 53 records, ARC routing controls...)."""
+
+    def active_region(self, target: Target) -> str:
+        """The region that takes traffic now, as the backend sees it."""
+        ...
+
+    def shift(self, target: Target, to_region: str, dry_run: bool = False) -> ActionResult:
+        """Send traffic to ``to_region``; return once the change is in effect (e.g. Route 53
+        INSYNC) or raise. With ``dry_run`` change nothing and say what would change."""
+        ...
+
+
+@runtime_checkable
+class DatabasePromoter(Protocol):
+    """Which region writes, and moving the writer (replica promotion, global switchover)."""
+
+    def writer_region(self, target: Target) -> str:
+        ...
+
+    def promote(self, target: Target, to_region: str, mode: str = "promote", allow_data_loss: bool = False,
+                dry_run: bool = False) -> ActionResult:
+        """Make ``to_region`` the writer. ``mode``: 'promote' (detach a replica),
+        'switchover' (planned, no data loss) or 'failover' (unplanned; refused unless
+        ``allow_data_loss``). Returns once the backend reports the new writer, or raises."""
+        ...

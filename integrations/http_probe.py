@@ -28,6 +28,7 @@ from integrations.base import (
     HEALTH, Backend, BackendOptions, CheckResult, ErrorKind, HealthReading,
     IntegrationError, Target, utcnow,
 )
+from integrations.http_client import make_client
 
 
 class HttpProbeOptions(BackendOptions):
@@ -41,8 +42,12 @@ class HttpProbeOptions(BackendOptions):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"url is not a valid URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("url must be http:// or https:// followed by a host")
         return value
 
 
@@ -64,9 +69,8 @@ class HttpProbe(Backend):
         """The injected ``httpx.Client``, or one created on first use."""
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(timeout=self.options.timeout,
-                                            verify=self.options.verify_tls,
-                                            follow_redirects=False)
+                self._client = make_client(self.options.timeout, self.options.verify_tls,
+                                           follow_redirects=False)
             return self._client
 
     def close(self) -> None:

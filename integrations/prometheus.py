@@ -29,6 +29,7 @@ from integrations.base import (
     LAG, Backend, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
     LagSample, Target, utcnow,
 )
+from integrations.http_client import make_client
 
 Series = tuple[dict[str, str], float, float]  # labels, unix time, raw value
 TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
@@ -48,8 +49,12 @@ class PrometheusOptions(BackendOptions):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"url is not a valid URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("url must be http:// or https:// followed by a host")
         return value.rstrip("/")
 
     @model_validator(mode="after")
@@ -83,7 +88,7 @@ class PrometheusLag(Backend):
         """The injected ``httpx.Client``, or one created on first use."""
         with self._lock:
             if self._client is None:
-                self._client = httpx.Client(timeout=self.options.timeout)
+                self._client = make_client(self.options.timeout)
             return self._client
 
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks that can be rerun: ``make bench`` (``python -m bench``)."""

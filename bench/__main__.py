@@ -1,0 +1,37 @@
+"""``make bench``: rerunnable benchmarks. Results go to stdout; record them, with the
+machine, in docs/benchmarks.md."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import sys
+import tempfile
+
+from bench import ack, fanout
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    wanted = set(argv) or {"fanout", "ack"}
+    print(f"# drbot benchmarks on {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if "fanout" in wanted:
+            r = fanout.run(tmp)
+            print(f"fanout: {r['services']} services, {r['reads']} reads of {r['delay_s'] * 1000:.0f} ms each: "
+                  f"median {r['median_s']:.3f} s, max {r['max_s']:.3f} s over {r['rounds']} rounds "
+                  f"(serial would be {r['serial_s']:.1f} s; target < 1.5 s)")
+        if "ack" in wanted:
+            r = ack.run(tmp)
+            print(f"ack: {r['requests']} signed /dr status over HTTP: ack p50 {r['ack_p50_ms']:.1f} ms, "
+                  f"p95 {r['ack_p95_ms']:.1f} ms, max {r['ack_max_ms']:.1f} ms (target well under 100 ms); "
+                  f"summary at fake Slack p50 {r['reply_p50_ms']:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
