@@ -96,8 +96,10 @@ def _unusable(reading: Reading, part: str, now: datetime, stale_after: timedelta
             return Finding(Verdict.UNKNOWN, "stale", {"part": part, "source": reading.source,
                                                      "age": age, "limit": stale_after})
         return None
-    return Finding(Verdict.UNKNOWN, reading.status.value, {"part": part, "source": reading.source,
-                                                           "error": reading.error})
+    params = {"part": part, "source": reading.source, "error": reading.error}
+    if reading.status is Status.STALE:  # templates/_reasons.j2 says how old, and the limit
+        params |= {"age": reading.age(now), "limit": stale_after}
+    return Finding(Verdict.UNKNOWN, reading.status.value, params)
 
 
 def assess_lag(lag: Reading, t: Targets, now: datetime) -> Finding:

@@ -25,7 +25,12 @@ from markupsafe import Markup
 
 from bot.durations import format_duration
 
-TEMPLATES = Path(os.environ.get("DRBOT_TEMPLATES", Path(__file__).resolve().parent.parent / "templates"))
+BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def templates_dir() -> Path:
+    """``$DRBOT_TEMPLATES``, or the templates/ folder next to the bot package."""
+    return Path(os.environ.get("DRBOT_TEMPLATES") or BUNDLED_TEMPLATES)
 MAX_BLOCKS = 50
 SPARKS = "▁▂▃▄▅▆▇█"
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -48,9 +53,12 @@ def mrkdwn_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _json_finalize(value: Any) -> Markup:
+@jinja2.pass_eval_context
+def _json_finalize(_eval_ctx, value: Any) -> Markup:
     """Escape one interpolated value for mrkdwn and a JSON string. Macro results arrive as
-    Markup, already escaped piece by piece, and pass through unchanged."""
+    Markup, already escaped piece by piece, and pass through unchanged. (Taking the eval
+    context keeps Jinja from folding constant expressions at compile time, where it would
+    HTML-escape them, e.g. ``{{ none }}`` -> ``None``, ``"`` -> ``&#34;``, instead.)"""
     if isinstance(value, Markup):
         return value
     if value is None:
@@ -79,7 +87,8 @@ def mention(user_id: str) -> str:
 
 
 class Renderer:
-    def __init__(self, tz: str | tzinfo = "UTC", templates: Path = TEMPLATES):
+    def __init__(self, tz: str | tzinfo = "UTC", templates: Path | None = None):
+        templates = templates or templates_dir()
         self.tz = ZoneInfo(tz) if isinstance(tz, str) else tz
         loader = jinja2.FileSystemLoader(str(templates))
         common = dict(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,

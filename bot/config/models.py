@@ -6,19 +6,27 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from bot.durations import parse_duration
+from bot.config.models_base import Duration, Name, Strict
+from bot.config.runbooks import Runbooks
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Tier = Literal["critical", "high", "medium", "low"]
 SLACK_ID = re.compile(r"^(U|W|S)[A-Z0-9]{2,}$")
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def _slack_id(value: str) -> str:
+    if not SLACK_ID.match(value):
+        raise ValueError(f"{value!r} is not a Slack user or user-group ID "
+                         "(use U0123ABCD for a person, S0123ABCD for a user group)")
+    return value
+
+
+SlackId = Annotated[str, AfterValidator(_slack_id)]
+"""A Slack user (U..., W...) or user-group (S...) ID, checked item by item so that a
+problem is located at e.g. ``approvals.approvers[1]``."""
 
 
 class SourceSpec(BaseModel):
@@ -44,7 +52,7 @@ class LagConfig(Strict):
 
 class BreakGlass(Strict):
     enabled: bool = False
-    group: list[str] = []
+    group: list[SlackId] = []
     """Slack user or user-group IDs allowed to execute with zero approvals."""
 
 
@@ -52,33 +60,28 @@ class ApprovalPolicy(Strict):
     required_approvals: int = Field(default=1, ge=0, le=10)
     critical_required_approvals: int | None = Field(default=None, ge=1, le=10)
     """Approvals needed for services of tier ``critical``, when set."""
-    approvers: list[str] = []
+    approvers: list[SlackId] = []
     """Slack user IDs (U...) and user-group IDs (S...). Empty: nobody may approve."""
-    requesters: list[str] = []
+    requesters: list[SlackId] = []
     """Who may request changes. Empty: anyone in the workspace."""
     expires: Duration = timedelta(minutes=30)
     break_glass: BreakGlass = BreakGlass()
-
-    @model_validator(mode="after")
-    def _ids_look_like_slack_ids(self) -> "ApprovalPolicy":
-        for field in ("approvers", "requesters"):
-            for value in getattr(self, field):
-                if not SLACK_ID.match(value):
-                    raise ValueError(
-                        f"{field}: {value!r} is not a Slack user or user-group ID "
-                        "(use U0123ABCD for a person, S0123ABCD for a user group)"
-                    )
-        return self
 
 
 class ServiceApprovals(Strict):
     """Per-service overrides of the global approval policy; unset fields inherit."""
 
     required_approvals: int | None = Field(default=None, ge=0, le=10)
-    approvers: list[str] | None = None
-    requesters: list[str] | None = None
+    approvers: list[SlackId] | None = None
+    requesters: list[SlackId] | None = None
     expires: Duration | None = None
     break_glass: BreakGlass | None = None
+
+
+class Control(Strict):
+    """A traffic switch or database promoter of a service: the named source to use."""
+
+    source: str
 
 
 class ServiceConfig(Strict):
@@ -96,6 +99,11 @@ class ServiceConfig(Strict):
     drill_max_age: Duration = timedelta(days=30)
     channel: str | None = None
     approvals: ServiceApprovals | None = None
+    traffic: Control | None = None
+    """Where traffic goes: a traffic-switch source (route53_failover, sandbox...)."""
+    database: Control | None = None
+    """Which region writes: a database-promoter source (aurora_global, rds, sandbox...)."""
+    runbooks: Runbooks = Runbooks()
 
     def thresholds(self) -> tuple[timedelta, timedelta]:
         """(warning, critical) lag thresholds, defaulting to 40% and 80% of the RPO."""
@@ -123,6 +131,16 @@ class Config(Strict):
     slack: SlackSettings = SlackSettings()
     approvals: ApprovalPolicy = ApprovalPolicy()
     timezone: str = "UTC"
+    """Times shown to people are in this zone (IANA name, e.g. Europe/Berlin)."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone (use an IANA name such as UTC or Europe/Berlin)")
+        return value
 
     def service(self, name: str) -> ServiceConfig | None:
         return next((s for s in self.services if s.name == name), None)

@@ -1,0 +1,150 @@
+"""bot.store on SQLite and PostgreSQL: schema, aware UTC times, rollback on error."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import StatementError
+from sqlmodel import select
+
+from bot.store import create_schema, make_engine, session_scope
+from bot.store.db import normalise_url
+from bot.store.models import AuditEntry, ChangeRequest, RequestKind, RequestState
+
+BERLIN = ZoneInfo("Europe/Berlin")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+@pytest.fixture
+def engine(db_url):
+    engine = make_engine(db_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_create_schema_creates_every_table_and_is_idempotent(engine):
+    create_schema(engine)  # a second call changes nothing and does not fail
+    tables = set(inspect(engine).get_table_names())
+    assert {"audit_entry", "change_request", "approval", "run", "run_step", "service_state",
+            "timeline_event"} <= tables
+
+
+def test_aware_times_in_any_zone_come_back_as_equal_aware_utc(engine):
+    at = datetime(2024, 3, 31, 1, 30, 15, 123456, tzinfo=BERLIN)          # CET, just before the DST switch
+    created = datetime(2024, 7, 4, 9, 0, 0, tzinfo=NEW_YORK)              # EDT
+    expires = created + timedelta(minutes=30)
+    decided = datetime(2024, 7, 4, 15, 10, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    with session_scope(engine) as s:
+        s.add(AuditEntry(at=at, actor="U0ALICE01", actor_name="alice", origin="shell", action="status",
+                         target="orders", detail='{"k": "v"}'))
+        s.add(ChangeRequest(kind=RequestKind.FAILOVER, service="orders", from_region="us-east-1",
+                            to_region="us-west-2", requester="U0ALICE01", created_at=created,
+                            expires_at=expires, decided_at=decided))
+
+    with session_scope(engine) as s:
+        entry = s.exec(select(AuditEntry)).one()
+        request = s.exec(select(ChangeRequest)).one()
+
+    for got, wrote in ((entry.at, at), (request.created_at, created), (request.expires_at, expires),
+                       (request.decided_at, decided)):
+        assert got.tzinfo is not None
+        assert got.utcoffset() == timedelta(0)
+        assert got == wrote                                                  # the same instant
+        assert got == wrote.astimezone(timezone.utc)
+    assert entry.at.microsecond == 123456
+    assert entry.at.replace(tzinfo=None) == datetime(2024, 3, 31, 0, 30, 15, 123456)
+    assert request.closed_at is None
+    assert request.state is RequestState.PENDING
+    assert (entry.actor, entry.detail) == ("U0ALICE01", '{"k": "v"}')
+
+
+def test_times_compare_in_queries_as_instants(engine):
+    base = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    with session_scope(engine) as s:
+        for i, zone in enumerate((BERLIN, NEW_YORK, timezone.utc)):
+            s.add(AuditEntry(at=(base + timedelta(minutes=i)).astimezone(zone), actor=f"U{i}XX", action="a"))
+    cutoff = (base + timedelta(seconds=30)).astimezone(NEW_YORK)
+    with session_scope(engine) as s:
+        later = s.exec(select(AuditEntry).where(AuditEntry.at > cutoff).order_by(AuditEntry.at)).all()
+    assert [e.actor for e in later] == ["U1XX", "U2XX"]
+
+
+def test_default_times_are_aware_utc(engine):
+    before = datetime.now(timezone.utc)
+    with session_scope(engine) as s:
+        s.add(AuditEntry(actor="U0BOB0002", action="status"))
+    with session_scope(engine) as s:
+        entry = s.exec(select(AuditEntry)).one()
+    assert entry.at.utcoffset() == timedelta(0)
+    assert before - timedelta(seconds=1) <= entry.at <= datetime.now(timezone.utc) + timedelta(seconds=1)
+
+
+def test_a_naive_datetime_is_refused_and_nothing_is_written(engine):
+    with pytest.raises(StatementError) as err:
+        with session_scope(engine) as s:
+            s.add(AuditEntry(at=datetime(2024, 1, 1, 12, 0), actor="U0ALICE01", action="status"))
+    assert isinstance(err.value.orig, ValueError)
+    assert "naive datetime" in str(err.value)
+    assert "timezone-aware UTC only" in str(err.value)
+    with session_scope(engine) as s:
+        assert s.exec(select(AuditEntry)).all() == []
+
+
+def test_a_naive_datetime_is_refused_in_a_change_request(engine):
+    aware = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    with pytest.raises(StatementError, match="naive datetime"):
+        with session_scope(engine) as s:
+            s.add(ChangeRequest(kind=RequestKind.DRILL, service="orders", requester="U0ALICE01",
+                                created_at=aware, expires_at=datetime(2024, 1, 1, 12, 30)))
+    with session_scope(engine) as s:
+        assert s.exec(select(ChangeRequest)).all() == []
+
+
+def test_session_scope_rolls_back_on_error(engine):
+    aware = datetime(2024, 1, 1, 12, 0, tzinfo=timezone.utc)
+    with pytest.raises(RuntimeError, match="boom"):
+        with session_scope(engine) as s:
+            s.add(AuditEntry(at=aware, actor="U0ALICE01", action="first"))
+            s.add(ChangeRequest(kind=RequestKind.DRILL, service="orders", requester="U0ALICE01",
+                                created_at=aware, expires_at=aware))
+            s.flush()  # the rows reach the database inside the transaction...
+            assert s.exec(select(AuditEntry)).one().action == "first"
+            raise RuntimeError("boom")
+    with session_scope(engine) as s:  # ...and are gone after the rollback
+        assert s.exec(select(AuditEntry)).all() == []
+        assert s.exec(select(ChangeRequest)).all() == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM audit_entry")).scalar_one() == 0
+
+
+def test_session_scope_commits_on_success(engine):
+    with session_scope(engine) as s:
+        s.add(AuditEntry(actor="U0ALICE01", action="ok"))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT action FROM audit_entry")).scalars().all() == ["ok"]
+
+
+def test_engine_dialect_matches_the_url(db_url, engine):
+    expected = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    assert engine.dialect.name == expected
+    if expected == "postgresql":
+        assert engine.dialect.driver == "psycopg"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@db:5432/drbot", "postgresql+psycopg://u:p@db:5432/drbot"),
+        ("postgresql://u:p@db:5432/drbot", "postgresql+psycopg://u:p@db:5432/drbot"),
+        ("postgresql://db/drbot?sslmode=require", "postgresql+psycopg://db/drbot?sslmode=require"),
+        ("postgresql+psycopg://db/drbot", "postgresql+psycopg://db/drbot"),
+        ("postgresql+psycopg2://db/drbot", "postgresql+psycopg2://db/drbot"),
+        ("sqlite:///drbot.db", "sqlite:///drbot.db"),
+        ("sqlite://", "sqlite://"),
+    ],
+)
+def test_normalise_url(url, expected):
+    assert normalise_url(url) == expected
