@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.config.models import Config
 from integrations import registry
-from integrations.base import HEALTH, LAG, BackendOptions
+from integrations.base import DATABASE, HEALTH, LAG, TRAFFIC, BackendOptions
 
 Loc = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -295,4 +295,34 @@ def _check_references(config: Config, options: dict[str, BackendOptions]) -> lis
                 out.append((loc + ("health", region), f"{region!r} is neither the active nor the standby region of {svc.name}"))
             elif (msg := capable(source, HEALTH)):
                 out.append((loc + ("health", region), msg))
+        for key, capability in (("traffic", TRAFFIC), ("database", DATABASE)):
+            control = getattr(svc, key)
+            if control is not None and (msg := capable(control.source, capability)):
+                out.append((loc + (key, "source"), msg))
+        out += _check_runbooks(svc, loc, capable)
+    return out
+
+
+def _check_runbooks(svc, loc: Loc, capable) -> list[tuple[Loc, str]]:
+    """Every step's backend exists and can do the step's action."""
+    out: list[tuple[Loc, str]] = []
+    books = svc.runbooks
+    named = [("failover", books.failover), ("failback", books.failback)]
+    named += [(("drill", name), steps) for name, steps in books.drill.items()]
+    for key, steps in named:
+        key_loc = loc + ("runbooks",) + (key if isinstance(key, tuple) else (key,))
+        for i, step in enumerate(steps):
+            for part, action, source in (((), step.action, step.source),
+                                         (("rollback",), step.rollback.action if step.rollback else None,
+                                          step.rollback.source if step.rollback else None)):
+                if action is None or action == "check":
+                    continue
+                capability = action.split(".")[0]
+                control = getattr(svc, capability)
+                name = source or (control.source if control else None)
+                if name is None:
+                    out.append((key_loc + (i,) + part + ("source",),
+                                f"{action} needs a source: name one here or set {capability}.source on the service"))
+                elif (msg := capable(name, capability)):
+                    out.append((key_loc + (i,) + part + ("source",), msg))
     return out
