@@ -11,6 +11,9 @@ _KINDS: dict[str, str] = {
     "route53_health": "integrations.aws.route53_health:Route53Health",
     "prometheus": "integrations.prometheus:PrometheusLag",
     "http_probe": "integrations.http_probe:HttpProbe",
+    "route53_failover": "integrations.aws.route53_failover:Route53Failover",
+    "rds": "integrations.aws.rds:RdsPromoter",
+    "aurora_global": "integrations.aws.aurora_global:AuroraGlobal",
 }
 
 

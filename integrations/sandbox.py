@@ -16,11 +16,11 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.base import (
-    HEALTH, LAG, Backend, BackendOptions, CheckResult, HealthReading, IntegrationError,
-    ErrorKind, LagReading, LagSample, Target, utcnow,
+    DATABASE, HEALTH, LAG, TRAFFIC, ActionResult, Backend, BackendOptions, CheckResult, ErrorKind,
+    HealthReading, IntegrationError, LagReading, LagSample, Target, utcnow,
 )
 
-FAULTS = ("region_down", "replication_stopped", "lag_spike", "source_error", "source_hang")
+FAULTS = ("region_down", "replication_stopped", "lag_spike", "source_error", "source_hang", "action_fails")
 
 
 class Profile(BaseModel):
@@ -35,11 +35,15 @@ class SandboxOptions(BackendOptions):
     """Per service; services without a profile get the defaults."""
     delay: float = Field(default=0.0, ge=0)
     """Seconds each read takes, to rehearse slow sources."""
+    action_delay: float = Field(default=0.0, ge=0)
+    """Seconds each change (traffic shift, promotion) takes."""
 
 
 @dataclass
 class _ServiceState:
     faults: dict[str, str | None] = field(default_factory=dict)  # fault -> region or None
+    active: str | None = None
+    writer: str | None = None
 
 
 class Estate:
@@ -64,6 +68,27 @@ class Estate:
             faults = self._state(service).faults
             faults.clear() if fault is None else faults.pop(fault, None)
 
+    def seed(self, service: str, active: str) -> None:
+        """Where the service runs now (the caller's record); kept if already known."""
+        with self._lock:
+            st = self._state(service)
+            st.active = st.active or active
+            st.writer = st.writer or active
+
+    def active(self, service: str) -> str | None:
+        with self._lock:
+            return self._state(service).active
+
+    def writer(self, service: str) -> str | None:
+        with self._lock:
+            return self._state(service).writer
+
+    def move(self, service: str, traffic: str | None = None, writer: str | None = None) -> None:
+        with self._lock:
+            st = self._state(service)
+            st.active = traffic or st.active
+            st.writer = writer or st.writer
+
     def faults(self, service: str) -> dict[str, str | None]:
         with self._lock:
             return dict(self._state(service).faults)
@@ -75,7 +100,7 @@ class Estate:
 class SandboxBackend(Backend):
     kind = "sandbox"
     Options = SandboxOptions
-    capabilities = frozenset({LAG, HEALTH})
+    capabilities = frozenset({LAG, HEALTH, TRAFFIC, DATABASE})
     sandbox = True
 
     options: SandboxOptions
@@ -126,3 +151,50 @@ class SandboxBackend(Backend):
         down = "region_down" in faults and faults["region_down"] in (None, target.region)
         detail = f"SANDBOX: {target.region} " + ("down (injected fault)" if down else "serving")
         return HealthReading(not down, utcnow(), detail=detail, latency_ms=None if down else 12.0)
+
+    # -- changes: the estate reacts --------------------------------------------------------
+    def _known(self, value: str | None, service: str, what: str) -> str:
+        if value is None:
+            raise IntegrationError(f"SANDBOX: {what} of {service} is not known (not seeded)", ErrorKind.PERMANENT)
+        return value
+
+    def _act(self, service: str) -> None:
+        if self.options.action_delay:
+            time.sleep(self.options.action_delay)
+        if "action_fails" in self.estate.faults(service):
+            raise IntegrationError(f"SANDBOX: injected action failure for {service}", ErrorKind.TRANSIENT)
+
+    def active_region(self, target: Target) -> str:
+        return self._known(self.estate.active(target.service), target.service, "the active region")
+
+    def writer_region(self, target: Target) -> str:
+        return self._known(self.estate.writer(target.service), target.service, "the writer region")
+
+    def shift(self, target: Target, to_region: str, dry_run: bool = False) -> ActionResult:
+        before = self.active_region(target)
+        if before == to_region:
+            return ActionResult(f"SANDBOX: traffic of {target.service} already goes to {to_region}", dry_run, False)
+        if dry_run:
+            return ActionResult(f"SANDBOX: would shift traffic of {target.service} from {before} to {to_region}",
+                                True, False, {"from": before, "to": to_region})
+        self._act(target.service)
+        self.estate.move(target.service, traffic=to_region)
+        return ActionResult(f"SANDBOX: shifted traffic of {target.service} from {before} to {to_region}",
+                            False, True, {"from": before, "to": to_region})
+
+    def promote(self, target: Target, to_region: str, mode: str = "promote", allow_data_loss: bool = False,
+                dry_run: bool = False) -> ActionResult:
+        if mode == "failover" and not allow_data_loss:
+            raise IntegrationError("SANDBOX: failover can lose data and allow_data_loss is not set",
+                                   ErrorKind.PERMANENT)
+        before = self.writer_region(target)
+        if before == to_region:
+            return ActionResult(f"SANDBOX: {to_region} already writes for {target.service}", dry_run, False)
+        verb = {"promote": "promote", "switchover": "switch over", "failover": "fail over"}.get(mode, mode)
+        if dry_run:
+            return ActionResult(f"SANDBOX: would {verb} the {target.service} database to {to_region} "
+                                f"(writer now {before})", True, False, {"from": before, "to": to_region, "mode": mode})
+        self._act(target.service)
+        self.estate.move(target.service, writer=to_region)
+        return ActionResult(f"SANDBOX: {verb} of the {target.service} database to {to_region} done",
+                            False, True, {"from": before, "to": to_region, "mode": mode})
