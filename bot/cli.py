@@ -53,13 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check-config":
         from bot.check import check_config
         return check_config(loaded, wiring.build_backends(loaded), sys.stdout)
-    services = wiring.build_services(loaded)
+    services = wiring.build_services(loaded, inline_runs=args.cmd == "shell")
     if args.cmd == "status":
         return _status(services, args.service, args.json)
+    from bot.followups import recover_interrupted
+
     if args.cmd == "shell":
         from bot.shell import Shell
+        from commands.actions import click
         from commands.router import dispatch
-        return Shell(services, dispatch, user=args.user).loop()
+        shell = Shell(services, dispatch, user=args.user, click=click)
+        recover_interrupted(services)
+        return shell.loop()
     from bot.slack.runner import run
     return run(services, mode=args.mode, host=args.host, port=args.port)
 

@@ -25,7 +25,7 @@ class Probe:
 
     key: tuple
     source: str
-    kind: str  # 'lag' | 'health'
+    kind: str  # 'lag' | 'health' | 'traffic' | 'writer'
     target: Target
     history: bool = False
 
@@ -79,6 +79,10 @@ class Collector:
             if probe.kind == "lag":
                 return _from_lag(probe.source, backend.read_lag(probe.target, history=probe.history),
                                  backend.sandbox, elapsed())
+            if probe.kind in ("traffic", "writer"):
+                read = backend.active_region if probe.kind == "traffic" else backend.writer_region
+                return Reading(probe.kind, probe.source, Status.OK, observed_at=datetime.now(timezone.utc),
+                               region=read(probe.target), sandbox=backend.sandbox, elapsed_ms=elapsed())
             return _from_health(probe.source, backend.check_health(probe.target), backend.sandbox, elapsed())
         except IntegrationError as e:
             return Reading(probe.kind, probe.source, Status.FAILED, error=str(e), sandbox=backend.sandbox,

@@ -23,13 +23,15 @@ class Status(str, enum.Enum):
 @dataclass(frozen=True)
 class Reading:
     kind: str
-    """'lag' or 'health'"""
+    """'lag', 'health', 'traffic' (which region takes traffic) or 'writer' (which region writes)"""
     source: str
     status: Status
     observed_at: datetime | None = None
     lag_seconds: float | None = None
     replicating: bool | None = None
     healthy: bool | None = None
+    region: str | None = None
+    """For 'traffic' and 'writer' readings: the region the backend reports."""
     detail: str = ""
     error: str = ""
     history: tuple[LagSample, ...] = ()

@@ -9,6 +9,8 @@ from sqlalchemy.engine import Engine
 
 from bot.collector import Collector
 from bot.config import Config, LoadedConfig
+from bot.directory import Directory
+from bot.messenger import Messenger, RecordingMessenger
 from bot.render import Renderer
 from bot.status import StatusService
 from integrations.base import Backend
@@ -23,6 +25,10 @@ class Services:
     status: StatusService
     renderer: Renderer
     clock: Callable[[], datetime]
+    messenger: Messenger = field(default_factory=RecordingMessenger)
+    directory: Directory = field(default_factory=Directory)
+    runner: Any = None
+    """bot.engine.Runner, set by bot.wiring (it needs these services)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

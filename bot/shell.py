@@ -2,8 +2,10 @@
 you can act as different users (``as bob``) to try the two-person rule."""
 from __future__ import annotations
 
+import logging
 import re
 import sys
+import uuid
 from typing import Callable, TextIO
 
 from bot.actor import Actor
@@ -11,6 +13,7 @@ from bot.render import Reply
 from bot.services import Services
 
 PROMPT = "{name}> "
+log = logging.getLogger(__name__)
 
 
 def shell_actor(name: str) -> Actor:
@@ -19,20 +22,66 @@ def shell_actor(name: str) -> Actor:
     return Actor(id=f"U{clean}", name=name, origin="shell", channel="shell")
 
 
+class ShellMessenger:
+    """Messages the bot posts or updates are printed, as the channel would show them."""
+
+    def __init__(self, shell: "Shell"):
+        self.shell = shell
+        self._n = 0
+        self._shown: dict[str, list[str]] = {}
+
+    def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
+        self._n += 1
+        ts = f"{self._n}.000000"
+        prefix = "  │ " if thread_ts else ""
+        self._shown[ts] = self.shell.renderer_text(reply).splitlines()
+        self.shell.write_lines(self._shown[ts], prefix)
+        return ts
+
+    def update(self, channel: str, ts: str, reply: Reply) -> None:
+        """Print the first line (which message) and the lines that changed."""
+        lines = self.shell.renderer_text(reply).splitlines()
+        before = set(self._shown.get(ts, []))
+        self._shown[ts] = lines
+        changed = [line for line in lines[1:] if line not in before]
+        if changed:
+            self.shell.write_lines(lines[:1] + changed, "  ↻ ")
+
+    def notify(self, channel: str, user: str, reply: Reply) -> None:
+        self.shell.say(reply, prefix=f"  (only {user} sees) ")
+
+
 class Shell:
     def __init__(self, services: Services, dispatch: Callable[[Services, Actor, str], Reply],
-                 user: str = "alice", out: TextIO = sys.stdout):
+                 user: str = "alice", out: TextIO = sys.stdout, click=None):
         self.services = services
         self.dispatch = dispatch
+        self.click = click
         self.actor = shell_actor(user)
         self.out = out
+        services.messenger = ShellMessenger(self)
 
-    def say(self, reply: Reply) -> None:
-        self.out.write(self.services.renderer.text(reply))
+    def renderer_text(self, reply: Reply) -> str:
+        return self.services.renderer.text(reply)
+
+    def write_lines(self, lines: list[str], prefix: str = "") -> None:
+        self.out.write("".join(f"{prefix}{line}\n" for line in lines))
         self.out.flush()
 
+    def say(self, reply: Reply, prefix: str = "") -> None:
+        self.write_lines(self.renderer_text(reply).splitlines(), prefix)
+
     def handle(self, line: str) -> bool:
-        """Run one line; False when the shell should end."""
+        """Run one line; False when the shell should end. A bug is reported, not fatal."""
+        try:
+            return self._handle(line)
+        except Exception as e:
+            ref = uuid.uuid4().hex[:8]
+            log.exception("shell line %r failed [%s]", line, ref)
+            self.say(Reply("error", {"message": f"{type(e).__name__}: {e}", "ref": ref}))
+            return True
+
+    def _handle(self, line: str) -> bool:
         line = line.strip()
         if not line or line.startswith("#"):
             return True
@@ -41,6 +90,14 @@ class Shell:
         if m := re.fullmatch(r"as\s+(\S+)", line):
             self.actor = shell_actor(m.group(1))
             self.say(Reply("shell_as", {"actor": self.actor}))
+            return True
+        if self.click and (m := re.fullmatch(r"click\s+([a-z]+)\s+#?(\d+)", line)):
+            verb, request_id = m.groups()
+            action = {"approve": "cr_approve", "deny": "cr_deny", "cancel": "cr_cancel",
+                      "rollback": "run_rollback", "resume": "run_resume", "abort": "run_abort"}.get(verb, verb)
+            reply = self.click(self.services, self.actor, action, request_id)
+            if reply is not None:
+                self.say(reply)
             return True
         command = self.services.command
         text = line[len(command):] if line.startswith(command + " ") or line == command else line

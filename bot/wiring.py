@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from bot.collector import Collector
 from bot.config import LoadedConfig, load_config
+from bot.engine import Runner
 from bot.render import Renderer
 from bot.services import Services
 from bot.status import StatusService
@@ -40,13 +41,13 @@ def build_backends(loaded: LoadedConfig, clients: dict[str, Any] | None = None) 
 
 def build_services(config: str | LoadedConfig | None = None, db_url: str | None = None,
                    clients: dict[str, Any] | None = None,
-                   clock: Callable[[], datetime] = utcnow) -> Services:
+                   clock: Callable[[], datetime] = utcnow, inline_runs: bool = False) -> Services:
     loaded = config if isinstance(config, LoadedConfig) else load_config(config_path(config))
     engine = make_engine(database_url(db_url))
     create_schema(engine)
     backends = build_backends(loaded, clients)
     collector = Collector(backends)
-    return Services(
+    services = Services(
         loaded=loaded,
         engine=engine,
         backends=backends,
@@ -55,3 +56,17 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
         renderer=Renderer(loaded.config.timezone),
         clock=clock,
     )
+    services.runner = Runner(services, inline=inline_runs)
+    seed_sandboxes(services)
+    return services
+
+
+def seed_sandboxes(services: Services) -> None:
+    """Tell each sandbox estate where drbot's record says every service runs now."""
+    regions = services.status.regions()
+    for svc in services.config.services:
+        names = {c.source for c in (svc.traffic, svc.database) if c is not None}
+        for name in names:
+            backend = services.backends.get(name)
+            if backend is not None and backend.sandbox:
+                backend.estate.seed(svc.name, regions[svc.name][0])

@@ -10,13 +10,13 @@ from types import ModuleType
 from bot.actor import Actor
 from bot.render import Reply
 from bot.services import Services
+from commands import cancel, drill, failback, failover, plan, requests, status
 from commands import help as help_cmd
-from commands import status
 from commands.base import Invocation, UsageError
 
 log = logging.getLogger(__name__)
 
-_MODULES: tuple[ModuleType, ...] = (status, help_cmd)
+_MODULES: tuple[ModuleType, ...] = (status, failover, failback, drill, plan, requests, cancel, help_cmd)
 
 
 def names() -> list[str]:

@@ -7,6 +7,7 @@ as Block Kit.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from slack_bolt import App
@@ -14,8 +15,11 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.actor import Actor
+from bot.directory import Directory
 from bot.render import Reply
 from bot.services import Services
+from bot.slack.messenger import SlackMessenger
+from commands import actions
 from commands import status as status_cmd
 from commands.base import Invocation
 from commands.router import dispatch
@@ -47,8 +51,21 @@ def build_app(services: Services, settings: SlackSettings) -> App:
         process_before_response=False,
         logger=logging.getLogger("drbot.slack"),
     )
+    attach(services, app.client)
     register(app, services)
     return app
+
+
+def attach(services: Services, client: WebClient) -> None:
+    """The core posts through this Slack client and resolves user groups with it."""
+    services.messenger = SlackMessenger(client, services.renderer)
+    services.directory = Directory(lambda group: client.usergroups_users_list(usergroup=group)["users"], ttl=60)
+
+
+def _actor(body: dict) -> Actor:
+    user = body["user"]
+    return Actor(id=user["id"], name=user.get("username") or user.get("name", ""), origin="slack",
+                 channel=(body.get("channel") or {}).get("id"))
 
 
 def send(respond, services: Services, reply: Reply) -> None:
@@ -68,14 +85,24 @@ def register(app: App, services: Services) -> None:
         send(respond, services, dispatch(services, actor, body.get("text", "")))
 
     def on_refresh(body, action, respond) -> None:
-        user = body["user"]
-        actor = Actor(id=user["id"], name=user.get("username") or user.get("name", ""), origin="slack",
-                      channel=(body.get("channel") or {}).get("id"))
+        actor = _actor(body)
         service = action.get("value") or "*"
         service = None if service == "*" or services.config.service(service) is None else service
         inv = Invocation(services=services, actor=actor, args=[], text="")
         ephemeral = bool((body.get("container") or {}).get("is_ephemeral", True))
         send(respond, services, status_cmd.reply_for(inv, service, ephemeral=ephemeral, replace=True))
 
+    def on_click(body, action, respond) -> None:
+        reply = actions.click(services, _actor(body), action["action_id"], action.get("value", ""))
+        if reply is not None:  # only the clicker sees why nothing happened
+            blocks, text = services.renderer.blocks(reply)
+            respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+
+    def ignore(ack) -> None:  # subscribed in the manifest; alert intake comes with a later issue
+        ack()
+
     app.command(services.command)(ack=_ack, lazy=[on_command])
     app.action("status_refresh")(ack=_ack, lazy=[on_refresh])
+    app.action(re.compile(r"^(cr|run)_[a-z]+$"))(ack=_ack, lazy=[on_click])
+    app.event("message")(ignore)
+    app.event("reaction_added")(ignore)

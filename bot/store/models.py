@@ -103,6 +103,8 @@ class ChangeRequest(SQLModel, table=True):
     decided_at: Optional[datetime] = _at(default=None, nullable=True)
     closed_at: Optional[datetime] = _at(default=None, nullable=True)
     state_reason: str = ""
+    preflight: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    """The pre-flight checks shown to the approvers (JSON of bot.preflight.Preflight)."""
     channel: str = ""
     message_ts: str = ""
     origin: str = ""
@@ -140,6 +142,7 @@ class Run(SQLModel, table=True):
     progress_ts: str = ""
     owner: str = ""
     """Process that runs it (host:pid); a run left 'running' by a dead owner is interrupted."""
+    heartbeat_at: Optional[datetime] = _at(default=None, nullable=True)
 
 
 class RunStep(SQLModel, table=True):

@@ -1,0 +1,283 @@
+"""Change requests (failover, failback, drill, rollback, resume) and their approvals.
+
+Nothing changes in production until enough distinct, authorised people other than the
+requester have approved, before the request expires. Every decision runs in one
+transaction that locks the request row (PostgreSQL) or the database (SQLite), and the
+state change itself is conditional, so two clicks can never both start a run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, func, select
+
+from bot.actor import Actor
+from bot.audit import SYSTEM, record
+from bot.directory import DirectoryError
+from bot.policy import Policy, policy_for
+from bot.preflight import Preflight, run_preflight
+from bot.render import Reply
+from bot.services import Services
+from bot.store import session_scope
+from bot.store.models import Approval, ChangeRequest, RequestKind, RequestState, Run, RunStep
+from bot.store.transitions import move_request
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """A request or a click that is not allowed; ``code`` and ``params`` pick the sentence
+    in templates/_refusals.j2."""
+
+    def __init__(self, code: str, **params: Any):
+        super().__init__(code)
+        self.code = code
+        self.params = params
+
+    def reply(self) -> Reply:
+        return Reply("refused", {"code": self.code, "p": self.params})
+
+
+@dataclass
+class Decision:
+    """The outcome of a click: what the clicker is told, and whether a run should start."""
+
+    request_id: int
+    reply: Reply | None = None
+    start_run: bool = False
+    changed: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def load(session: Session, request_id: int, lock: bool = False) -> ChangeRequest:
+    stmt = select(ChangeRequest).where(ChangeRequest.id == request_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    req = session.exec(stmt).first()
+    if req is None:
+        raise Refused("no_request", id=request_id)
+    return req
+
+
+def approvals_of(session: Session, request_id: int) -> list[Approval]:
+    return list(session.exec(select(Approval).where(Approval.request_id == request_id).order_by(Approval.at)))
+
+
+def may_approve(services: Services, policy: Policy, actor: Actor) -> bool:
+    try:
+        return services.directory.includes(actor.id, policy.approvers)
+    except DirectoryError as e:
+        raise Refused("directory_error", error=str(e)) from e
+
+
+# -- creating ---------------------------------------------------------------------------
+
+def create(services: Services, actor: Actor, kind: RequestKind, service: str, from_region: str, to_region: str,
+           steps: list, reason: str, scenario: str = "", parent_id: int | None = None,
+           break_glass: bool = False, justification: str = "") -> ChangeRequest:
+    """Check who asks, run the pre-flight, persist the request, post it for approval."""
+    policy = policy_for(services.config, service)
+    if policy.requesters and not _includes(services, actor, policy.requesters):
+        raise Refused("not_requester", service=service, requesters=list(policy.requesters))
+    if break_glass:
+        bg = policy.break_glass
+        if not bg.enabled:
+            raise Refused("break_glass_off", service=service)
+        if not _includes(services, actor, tuple(bg.group)):
+            raise Refused("not_break_glass", service=service, group=list(bg.group))
+        if len(justification.split()) < 5:
+            raise Refused("justification_short")
+    svc = services.config.service(service)
+    preflight = run_preflight(services, svc, from_region, to_region, steps)
+    now = services.clock()
+    req = ChangeRequest(kind=kind, service=service, from_region=from_region, to_region=to_region,
+                        scenario=scenario, reason=reason, requester=actor.id, requester_name=actor.name,
+                        required_approvals=0 if break_glass else policy.required,
+                        break_glass=break_glass, justification=justification, parent_id=parent_id,
+                        created_at=now, expires_at=now + policy.expires, preflight=preflight.to_json(),
+                        channel=actor.channel or "", origin=actor.origin)
+    with session_scope(services.engine) as s:
+        s.add(req)
+        s.flush()
+        record(s, actor, f"request.{kind.value}", target=service, request_id=req.id, service=service,
+               text=reason, detail={"from": from_region, "to": to_region, "scenario": scenario,
+                                    "preflight_ok": preflight.ok, "break_glass": break_glass,
+                                    "justification": justification, "parent": parent_id})
+        if break_glass:
+            move_request(s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now)
+            record(s, actor, "break_glass", target=service, request_id=req.id, service=service,
+                   text=justification, detail={"zero_approvals": True})
+    if req.channel:
+        req.message_ts = services.messenger.post(req.channel, message(services, req.id))
+        with session_scope(services.engine) as s:
+            s.get(ChangeRequest, req.id).message_ts = req.message_ts
+        if break_glass:
+            services.messenger.post(req.channel, Reply("break_glass", {"req": req}), thread_ts=None)
+    if break_glass:
+        services.runner.start(req.id)
+    return req
+
+
+def _includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
+    try:
+        return services.directory.includes(actor.id, ids)
+    except DirectoryError as e:
+        raise Refused("directory_error", error=str(e)) from e
+
+
+# -- deciding ---------------------------------------------------------------------------
+
+def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Decision:
+    """Approve, deny or cancel. Returns what to tell the clicker; starts nothing itself."""
+    decision = Decision(request_id)
+    try:
+        with session_scope(services.engine) as s:
+            req = load(s, request_id, lock=True)
+            now = services.clock()
+            _check_open(s, req, now, decision)
+            if decision.reply is None:
+                _apply(services, s, req, actor, verb, now, decision)
+    except Refused as r:
+        decision.reply = r.reply()
+    if decision.changed:
+        refresh(services, request_id)
+    return decision
+
+
+def _check_open(s: Session, req: ChangeRequest, now: datetime, decision: Decision) -> None:
+    if req.state is not RequestState.PENDING:
+        decision.reply = Refused("not_pending", id=req.id, state=req.state.value, reason=req.state_reason).reply()
+        return
+    if now >= req.expires_at:
+        if move_request(s, req.id, [RequestState.PENDING], RequestState.EXPIRED, closed_at=now,
+                        state_reason="expired before enough approvals"):
+            record(s, SYSTEM, "request.expired", target=req.service, request_id=req.id, service=req.service)
+            decision.changed = True
+        decision.reply = Refused("expired", id=req.id, at=req.expires_at).reply()
+
+
+def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, verb: str, now: datetime,
+           decision: Decision) -> None:
+    where = {"request_id": req.id, "service": req.service, "target": req.service}
+    if verb == "cancel":
+        if actor.id != req.requester:
+            raise Refused("cancel_not_requester", id=req.id, requester=req.requester)
+        move_request(s, req.id, [RequestState.PENDING], RequestState.CANCELLED, closed_at=now,
+                     state_reason=f"cancelled by {actor.name or actor.id}")
+        record(s, actor, "request.cancelled", **where)
+        decision.changed = True
+        return
+    if actor.id == req.requester:
+        raise Refused("own_request", id=req.id)
+    policy = policy_for(services.config, req.service)
+    if not may_approve(services, policy, actor):
+        record(s, actor, "approval.refused", detail={"why": "not an approver"}, **where)
+        raise Refused("not_approver", service=req.service, approvers=list(policy.approvers))
+    if verb == "deny":
+        s.add(Approval(request_id=req.id, approver=actor.id, approver_name=actor.name, approve=False, at=now))
+        move_request(s, req.id, [RequestState.PENDING], RequestState.DENIED, decided_at=now, closed_at=now,
+                     state_reason=f"denied by {actor.name or actor.id}")
+        record(s, actor, "request.denied", **where)
+        decision.changed = True
+        return
+    already = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)).first()
+    if already is not None:
+        raise Refused("already_approved", id=req.id)
+    try:
+        with s.begin_nested():
+            s.add(Approval(request_id=req.id, approver=actor.id, approver_name=actor.name, approve=True, at=now))
+    except IntegrityError:  # the same person, twice at once, on another replica
+        raise Refused("already_approved", id=req.id) from None
+    count = s.exec(select(func.count()).select_from(Approval).where(
+        Approval.request_id == req.id, col(Approval.approve).is_(True))).one()
+    record(s, actor, "request.approved", detail={"count": count, "required": req.required_approvals}, **where)
+    decision.changed = True
+    if count >= req.required_approvals and move_request(
+            s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now):
+        decision.start_run = True
+
+
+# -- expiry and messages ----------------------------------------------------------------
+
+def expire_due(services: Services) -> list[int]:
+    """Move pending requests past their expiry to expired; returns their IDs."""
+    now = services.clock()
+    expired = []
+    with session_scope(services.engine) as s:
+        due = s.exec(select(ChangeRequest.id).where(ChangeRequest.state == RequestState.PENDING,
+                                                    ChangeRequest.expires_at <= now)).all()
+        for rid in due:
+            if move_request(s, rid, [RequestState.PENDING], RequestState.EXPIRED, closed_at=now,
+                            state_reason="expired before enough approvals"):
+                req = s.get(ChangeRequest, rid)
+                record(s, SYSTEM, "request.expired", target=req.service, request_id=rid, service=req.service)
+                expired.append(rid)
+    for rid in expired:
+        refresh(services, rid)
+    return expired
+
+
+def message_context(services: Services, s: Session, req: ChangeRequest) -> dict[str, Any]:
+    svc = services.config.service(req.service)
+    run = s.exec(select(Run).where(Run.request_id == req.id)).first()
+    steps = list(s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(RunStep.position,
+                                                                                 RunStep.attempt))) if run else []
+    planned = plan_steps(services, req)
+    return {"req": req, "approvals": approvals_of(s, req.id), "preflight": Preflight.from_json(req.preflight),
+            "policy": policy_for(services.config, req.service), "svc": svc, "run": run, "steps": steps,
+            "planned": planned, "lines": step_lines(planned, steps), "now": services.clock(),
+            "command": services.command}
+
+
+def step_lines(planned: list, rows: list[RunStep]) -> list[dict[str, Any]]:
+    """One line per planned step with its latest attempt: state, duration, error, summary."""
+    latest = {(r.position, r.rollback): r for r in rows}  # rows are ordered by attempt
+    out = []
+    for p in planned:
+        row = latest.get((p.position, p.rollback))
+        line = {"name": p.step.name, "action": p.step.action, "region": p.region, "state": "pending",
+                "seconds": None, "error": "", "summary": "", "attempt": 1}
+        if row is not None:
+            line |= {"state": row.state.value, "error": row.error, "attempt": row.attempt,
+                     "seconds": (row.ended_at - row.started_at).total_seconds() if row.ended_at else None,
+                     "summary": _summary(row.output)}
+        out.append(line)
+    return out
+
+
+def _summary(output: str) -> str:
+    try:
+        return json.loads(output or "{}").get("summary", "")
+    except ValueError:
+        return ""
+
+
+def plan_steps(services: Services, req: ChangeRequest) -> list:
+    from bot.engine import steps_for
+
+    try:
+        return steps_for(services, req)
+    except Exception:
+        return []
+
+
+def message(services: Services, request_id: int) -> Reply:
+    with session_scope(services.engine) as s:
+        req = load(s, request_id)
+        return Reply("change_request", message_context(services, s, req), ephemeral=False)
+
+
+def refresh(services: Services, request_id: int) -> None:
+    """Show the request's current state in its message (chat.update)."""
+    reply = message(services, request_id)
+    req = reply.context["req"]
+    if req.channel and req.message_ts:
+        try:
+            services.messenger.update(req.channel, req.message_ts, reply)
+        except Exception:  # the state is saved; a failed update must not undo a decision
+            log.exception("could not update the message of request %s", request_id)
