@@ -8,7 +8,7 @@ import platform
 import sys
 import tempfile
 
-from bench import ack, fanout
+from bench import ack, approval, fanout
 
 
 def machine() -> str:
@@ -17,7 +17,7 @@ def machine() -> str:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING)
-    wanted = set(argv) or {"fanout", "ack"}
+    wanted = set(argv) or {"fanout", "ack", "approval"}
     print(f"# drbot benchmarks on {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         if "fanout" in wanted:
@@ -30,6 +30,12 @@ def main(argv: list[str]) -> int:
             print(f"ack: {r['requests']} signed /dr status over HTTP: ack p50 {r['ack_p50_ms']:.1f} ms, "
                   f"p95 {r['ack_p95_ms']:.1f} ms, max {r['ack_max_ms']:.1f} ms (target well under 100 ms); "
                   f"summary at fake Slack p50 {r['reply_p50_ms']:.1f} ms")
+        if "approval" in wanted:
+            r = approval.run(tmp)
+            print(f"approval: {r['rounds']} signed Approve clicks over HTTP: click to first step p50 "
+                  f"{r['click_to_first_step_p50_ms']:.0f} ms, max {r['click_to_first_step_max_ms']:.0f} ms "
+                  f"(target < 200 ms; includes the pre-flight reads); engine per step p50 "
+                  f"{r['per_step_p50_ms']:.1f} ms, max {r['per_step_max_ms']:.1f} ms over {r['steps']}-step runs")
     return 0
 
 

@@ -7,6 +7,8 @@ import sys
 
 import uvicorn
 
+from bot import maintenance
+from bot.followups import recover_interrupted
 from bot.services import Services
 from bot.slack.app import SlackSettings, build_app
 from bot.slack.http import build_http_app
@@ -38,6 +40,10 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
                              signing_secret=env.get("SLACK_SIGNING_SECRET") if mode == "http" else None,
                              api_url=env.get("SLACK_API_URL"))
     app = build_app(services, settings)
+    interrupted = recover_interrupted(services)
+    if interrupted:
+        log.warning("runs interrupted by a previous stop, announced in their threads: %s", interrupted)
+    maintenance.start(services)
     if mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
