@@ -141,7 +141,10 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
             now = services.clock()
             _check_open(s, req, now, decision)
             if decision.reply is None:
-                _apply(services, s, req, actor, verb, now, decision)
+                try:
+                    _apply(services, s, req, actor, verb, now, decision)
+                except Refused as r:  # commit the refusal's audit entry; _apply changed nothing else
+                    decision.reply = r.reply()
     except Refused as r:
         decision.reply = r.reply()
     if decision.changed:
@@ -222,12 +225,12 @@ def expire_due(services: Services) -> list[int]:
     return expired
 
 
-def message_context(services: Services, s: Session, req: ChangeRequest) -> dict[str, Any]:
+def message_context(services: Services, s: Session, req: ChangeRequest, planned: list | None = None) -> dict[str, Any]:
     svc = services.config.service(req.service)
     run = s.exec(select(Run).where(Run.request_id == req.id)).first()
     steps = list(s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(RunStep.position,
                                                                                  RunStep.attempt))) if run else []
-    planned = plan_steps(services, req)
+    planned = plan_steps(services, req) if planned is None else planned
     return {"req": req, "approvals": approvals_of(s, req.id), "preflight": Preflight.from_json(req.preflight),
             "policy": policy_for(services.config, req.service), "svc": svc, "run": run, "steps": steps,
             "planned": planned, "lines": step_lines(planned, steps), "now": services.clock(),
@@ -269,7 +272,11 @@ def plan_steps(services: Services, req: ChangeRequest) -> list:
 def message(services: Services, request_id: int) -> Reply:
     with session_scope(services.engine) as s:
         req = load(s, request_id)
-        return Reply("change_request", message_context(services, s, req), ephemeral=False)
+    # planned outside any session: steps_for opens its own, and on SQLite a session inside
+    # another waits for the outer one's write lock (BEGIN IMMEDIATE) until it times out
+    planned = plan_steps(services, req)
+    with session_scope(services.engine) as s:
+        return Reply("change_request", message_context(services, s, req, planned), ephemeral=False)
 
 
 def refresh(services: Services, request_id: int) -> None:

@@ -13,8 +13,11 @@ class DurationError(ValueError):
     pass
 
 
-def parse_duration(text: str | int | float) -> timedelta:
-    """Parse ``90s``, ``5m``, ``1h30m``, ``30d``. Bare numbers are refused: a unit is required."""
+def parse_duration(text: str | int | float | timedelta) -> timedelta:
+    """Parse ``90s``, ``5m``, ``1h30m``, ``30d``. Bare numbers are refused: a unit is required.
+    A timedelta is already a duration (a model built from another model's values)."""
+    if isinstance(text, timedelta):
+        return text
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
         raise DurationError(f"{text!r} is not a duration (use 5m)")
     if isinstance(text, (int, float)):

@@ -20,6 +20,20 @@ class Messenger(Protocol):
         """An ephemeral message only ``user`` sees."""
         ...
 
+    def create_channel(self, name: str) -> tuple[str, str]:
+        """Create a channel (a free variant of ``name`` if taken); returns (id, name)."""
+        ...
+
+    def invite(self, channel: str, users: list[str]) -> None:
+        ...
+
+    def pin(self, channel: str, ts: str) -> None:
+        ...
+
+    def upload(self, channel: str, filename: str, content: str, title: str) -> str:
+        """Upload a text file to the channel; returns the file ID."""
+        ...
+
 
 class RecordingMessenger:
     """Keeps messages in memory (CLI runs, tests of the core): ts are counters."""
@@ -27,6 +41,10 @@ class RecordingMessenger:
     def __init__(self):
         self.messages: dict[str, Reply] = {}
         self.log: list[tuple[str, str, Reply]] = []
+        self.channels: dict[str, str] = {}
+        self.invites: list[tuple[str, list[str]]] = []
+        self.pins: list[tuple[str, str]] = []
+        self.files: list[tuple[str, str, str]] = []
         self._n = 0
         self._lock = threading.Lock()
 
@@ -46,3 +64,19 @@ class RecordingMessenger:
     def notify(self, channel: str, user: str, reply: Reply) -> None:
         with self._lock:
             self.log.append(("notify", channel, reply))
+
+    def create_channel(self, name: str) -> tuple[str, str]:
+        with self._lock:
+            self._n += 1
+            self.channels[f"C{self._n:06d}"] = name
+            return f"C{self._n:06d}", name
+
+    def invite(self, channel: str, users: list[str]) -> None:
+        self.invites.append((channel, list(users)))
+
+    def pin(self, channel: str, ts: str) -> None:
+        self.pins.append((channel, ts))
+
+    def upload(self, channel: str, filename: str, content: str, title: str) -> str:
+        self.files.append((channel, filename, content))
+        return f"F{len(self.files):06d}"

@@ -29,6 +29,8 @@ class Services:
     directory: Directory = field(default_factory=Directory)
     runner: Any = None
     """bot.engine.Runner, set by bot.wiring (it needs these services)."""
+    outbox: Any = None
+    """bot.outbox.Worker, set by bot.wiring."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -50,15 +50,30 @@ class ShellMessenger:
     def notify(self, channel: str, user: str, reply: Reply) -> None:
         self.shell.say(reply, prefix=f"  (only {user} sees) ")
 
+    def create_channel(self, name: str) -> tuple[str, str]:
+        self.shell.write_lines([f"  + channel #{name} created"])
+        return f"C{name.upper()}", name
+
+    def invite(self, channel: str, users: list[str]) -> None:
+        if users:
+            self.shell.write_lines([f"  + invited {', '.join(users)}"])
+
+    def pin(self, channel: str, ts: str) -> None:
+        self.shell.write_lines(["  + pinned the readiness summary"])
+
+    def upload(self, channel: str, filename: str, content: str, title: str) -> str:
+        self.shell.write_lines([f"  + uploaded {filename} ({len(content.splitlines())} lines): {title}"])
+        return filename
+
 
 class Shell:
     def __init__(self, services: Services, dispatch: Callable[[Services, Actor, str], Reply],
-                 user: str = "alice", out: TextIO = sys.stdout, click=None):
+                 user: str = "alice", out: TextIO | None = None, click=None):
         self.services = services
         self.dispatch = dispatch
         self.click = click
         self.actor = shell_actor(user)
-        self.out = out
+        self.out = out or sys.stdout  # looked up now, not at import: it may have been replaced
         services.messenger = ShellMessenger(self)
 
     def renderer_text(self, reply: Reply) -> str:
@@ -91,20 +106,26 @@ class Shell:
             self.actor = shell_actor(m.group(1))
             self.say(Reply("shell_as", {"actor": self.actor}))
             return True
-        if self.click and (m := re.fullmatch(r"click\s+([a-z]+)\s+#?(\d+)", line)):
+        if self.click and (m := re.fullmatch(r"click\s+([a-z]+)\s+#?([\w-]+)", line)):
             verb, request_id = m.groups()
             action = {"approve": "cr_approve", "deny": "cr_deny", "cancel": "cr_cancel",
-                      "rollback": "run_rollback", "resume": "run_resume", "abort": "run_abort"}.get(verb, verb)
+                      "rollback": "run_rollback", "resume": "run_resume", "abort": "run_abort",
+                      "plan": "plan_failover", "publish": "sp_publish", "skip": "sp_skip"}.get(verb, verb)
             reply = self.click(self.services, self.actor, action, request_id)
             if reply is not None:
                 self.say(reply)
+            if self.services.outbox is not None:
+                self.services.outbox.drain(timeout=5.0)
             return True
         command = self.services.command
         text = line[len(command):] if line.startswith(command + " ") or line == command else line
         self.say(self.dispatch(self.services, self.actor, text))
+        if self.services.outbox is not None:  # deliver side effects now, so they show here
+            self.services.outbox.drain(timeout=5.0)
         return True
 
-    def loop(self, stdin: TextIO = sys.stdin) -> int:
+    def loop(self, stdin: TextIO | None = None) -> int:
+        stdin = stdin or sys.stdin
         self.say(Reply("shell_banner", {"command": self.services.command, "actor": self.actor,
                                         "config": self.services.loaded.path}))
         interactive = stdin.isatty()

@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 from bot.collector import Collector
 from bot.config import LoadedConfig, load_config
+from bot import outbox_handlers
 from bot.engine import Runner
+from bot.outbox import Worker
 from bot.render import Renderer
 from bot.services import Services
 from bot.status import StatusService
@@ -57,6 +59,7 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
         clock=clock,
     )
     services.runner = Runner(services, inline=inline_runs)
+    services.outbox = Worker(services, outbox_handlers.handlers(services))
     seed_sandboxes(services)
     return services
 

@@ -14,6 +14,8 @@ _KINDS: dict[str, str] = {
     "route53_failover": "integrations.aws.route53_failover:Route53Failover",
     "rds": "integrations.aws.rds:RdsPromoter",
     "aurora_global": "integrations.aws.aurora_global:AuroraGlobal",
+    "statuspage": "integrations.statuspage:Statuspage",
+    "s3_archive": "integrations.aws.s3_archive:S3Archive",
 }
 
 

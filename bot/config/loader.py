@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.config.models import Config
 from integrations import registry
-from integrations.base import DATABASE, HEALTH, LAG, TRAFFIC, BackendOptions
+from integrations.base import ARCHIVE, DATABASE, HEALTH, LAG, STATUS, TRAFFIC, BackendOptions
 
 Loc = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -271,6 +271,10 @@ def _check_references(config: Config, options: dict[str, BackendOptions]) -> lis
             return f"source {source!r} (kind {cls.kind}) cannot serve as a {capability} source"
         return None
 
+    for key, capability in (("statuspage", STATUS), ("archive", ARCHIVE)):
+        control = getattr(config, key)
+        if control is not None and (msg := capable(control.source, capability)):
+            out.append(((key, "source"), msg))
     for i, svc in enumerate(config.services):
         loc: Loc = ("services", i)
         if svc.name in seen:

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from bot.config.incidents import AlertsConfig, IncidentsConfig, StatuspageConfig
 from bot.config.models_base import Duration, Name, Strict
 from bot.config.runbooks import Runbooks
 
@@ -130,6 +131,11 @@ class Config(Strict):
     services: list[ServiceConfig] = Field(min_length=1)
     slack: SlackSettings = SlackSettings()
     approvals: ApprovalPolicy = ApprovalPolicy()
+    alerts: AlertsConfig = AlertsConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
+    statuspage: StatuspageConfig | None = None
+    archive: Control | None = None
+    """Where postmortem drafts and evidence are archived (a source of kind s3_archive)."""
     timezone: str = "UTC"
     """Times shown to people are in this zone (IANA name, e.g. Europe/Berlin)."""
 

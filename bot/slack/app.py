@@ -15,6 +15,9 @@ from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.actor import Actor
+from bot.alerts.intake import ingest
+from bot.alerts.normalise import from_slack_message
+from bot.incidents import pin_message
 from bot.directory import Directory
 from bot.render import Reply
 from bot.services import Services
@@ -98,11 +101,32 @@ def register(app: App, services: Services) -> None:
             blocks, text = services.renderer.blocks(reply)
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
 
-    def ignore(ack) -> None:  # subscribed in the manifest; alert intake comes with a later issue
-        ack()
+    def on_reaction(event, client) -> None:
+        if event.get("reaction") != services.config.incidents.pin_reaction:
+            return
+        item = event.get("item") or {}
+        if item.get("type") != "message":
+            return
+        history = client.conversations_history(channel=item["channel"], latest=item["ts"], inclusive=True, limit=1)
+        messages = history.get("messages") or []
+        text = messages[0].get("text", "") if messages else ""
+        by = Actor(id=event.get("user", ""), name="", origin="slack", channel=item["channel"])
+        pin_message(services, item["channel"], event.get("item_user", ""), text, item["ts"], by)
+
+    rules = services.config.alerts.slack_rules
+
+    def on_message(event) -> None:
+        if event.get("subtype") not in (None, "bot_message"):
+            return
+        found = [a for rule in rules if rule.channel == event.get("channel")
+                 for a in [from_slack_message(event, rule, services.config)] if a is not None]
+        if found:
+            ingest(services, found)
+            services.outbox.poke()
 
     app.command(services.command)(ack=_ack, lazy=[on_command])
     app.action("status_refresh")(ack=_ack, lazy=[on_refresh])
     app.action(re.compile(r"^(cr|run)_[a-z]+$"))(ack=_ack, lazy=[on_click])
-    app.event("message")(ignore)
-    app.event("reaction_added")(ignore)
+    app.event("message")(ack=_ack, lazy=[on_message])
+    app.event("reaction_added")(ack=_ack, lazy=[on_reaction])
+    app.action(re.compile(r"^(plan_failover|sp_publish|sp_skip)$"))(ack=_ack, lazy=[on_click])

@@ -44,6 +44,7 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     if interrupted:
         log.warning("runs interrupted by a previous stop, announced in their threads: %s", interrupted)
     maintenance.start(services)
+    services.outbox.start()  # delivers what a previous process left pending, then new items
     if mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 

@@ -1,0 +1,137 @@
+"""Store normalised alerts: deduplicate by fingerprint, group per service into its open
+incident within the window, open incidents per policy, suggest a failover when distinct
+signal classes fire for one service. Unknown services are kept and reported."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+
+from bot.actor import Actor
+from bot.alerts.normalise import NormalisedAlert
+from bot.audit import record
+from bot.incidents import open_incident, services_of
+from bot.outbox import enqueue
+from bot.services import Services
+from bot.store import session_scope
+from bot.store.incident_tables import Alert, Incident, IncidentStatus
+
+ALERTS = Actor(id="alerts", name="alert intake", origin="http")
+
+
+@dataclass
+class IngestResult:
+    new: int = 0
+    duplicates: int = 0
+    changed: int = 0
+    unknown_services: list[str] = field(default_factory=list)
+    incidents_opened: list[int] = field(default_factory=list)
+    incidents_touched: set[int] = field(default_factory=set)
+
+    def as_dict(self) -> dict:
+        return {"new": self.new, "duplicates": self.duplicates, "changed": self.changed,
+                "unknown_services": sorted(set(self.unknown_services)),
+                "incidents_opened": self.incidents_opened, "incidents": sorted(self.incidents_touched)}
+
+
+def ingest(services: Services, alerts: list[NormalisedAlert]) -> IngestResult:
+    result = IngestResult()
+    with session_scope(services.engine) as s:
+        for a in alerts:
+            _one(services, s, a, result)
+        for incident_id in result.incidents_touched:
+            _digest(s, incident_id)
+            _maybe_suggest_failover(services, s, incident_id)
+    return result
+
+
+def _one(services: Services, s: Session, a: NormalisedAlert, result: IngestResult) -> None:
+    now = services.clock()
+    row = s.exec(select(Alert).where(Alert.fingerprint == a.fingerprint)).first()
+    if row is not None and row.status == a.status:
+        row.times_seen += 1
+        row.last_seen_at = now
+        result.duplicates += 1
+        return
+    if row is None:
+        row = Alert(fingerprint=a.fingerprint, source=a.source, service=a.service, service_hint=a.service_hint,
+                    region=a.region, severity=a.severity, signal=a.signal, status=a.status, summary=a.summary,
+                    labels=json.dumps(a.labels), links=json.dumps(list(a.links)), starts_at=a.starts_at or now,
+                    ends_at=a.ends_at, received_at=now, last_seen_at=now)
+        s.add(row)
+        result.new += 1
+    else:
+        row.status, row.ends_at, row.last_seen_at = a.status, a.ends_at or now, now
+        row.summary = a.summary or row.summary
+        result.changed += 1
+    if a.service is None:
+        result.unknown_services.append(a.service_hint or "(none)")
+        record(s, ALERTS, "alert.unknown_service", target=a.service_hint, text=a.summary,
+               detail={"fingerprint": a.fingerprint, "source": a.source})
+        enqueue(s, "slack.unknown_alert", "slack:unknown", f"unknown:{a.fingerprint}:{a.status}",
+                {"summary": a.summary, "hint": a.service_hint, "source": a.source, "status": a.status})
+        return
+    incident = row.incident_id and s.get(Incident, row.incident_id)
+    if not incident or incident.status is IncidentStatus.RESOLVED:
+        incident = _incident_for(services, s, a, now)
+    if incident is None:
+        return
+    row.incident_id = incident.id
+    s.flush()
+    record(s, ALERTS, f"alert.{a.status}", target=a.service, incident_id=incident.id, service=a.service,
+           text=a.summary, detail={"fingerprint": a.fingerprint, "source": a.source, "severity": a.severity,
+                                   "signal": a.signal, "region": a.region})
+    result.incidents_touched.add(incident.id)
+
+
+def _incident_for(services: Services, s: Session, a: NormalisedAlert, now: datetime) -> Incident | None:
+    """The open incident of the service (alerts group into it), or a new one if policy says so."""
+    for inc in s.exec(select(Incident).where(Incident.status != IncidentStatus.RESOLVED)
+                      .order_by(col(Incident.id).desc())):
+        if a.service in services_of(inc):
+            return inc
+    if a.status != "firing" or not _opens(services, a):
+        return None
+    severity = services.config.incidents.severity_for.get(a.severity, "sev3")
+    inc = open_incident(services, s, ALERTS, f"{a.service}: {a.summary}"[:200], severity, [a.service],
+                        detected_at=a.starts_at or now)
+    return inc
+
+
+def _opens(services: Services, a: NormalisedAlert) -> bool:
+    rank = {"info": 0, "warning": 1, "critical": 2}
+    return any((rule.service in (None, a.service)) and rank[a.severity] >= rank[rule.severity]
+               for rule in services.config.incidents.open_on)
+
+
+def _digest(s: Session, incident_id: int) -> None:
+    """One alert digest per incident, coalesced: a pending digest covers later alerts too."""
+    from bot.store.incident_tables import OutboxItem, OutboxState
+
+    pending = s.exec(select(OutboxItem.id).where(OutboxItem.kind == "slack.alerts",
+                                                 OutboxItem.stream == f"slack:incident:{incident_id}",
+                                                 OutboxItem.state == OutboxState.PENDING)).first()
+    if pending is None:
+        enqueue(s, "slack.alerts", f"slack:incident:{incident_id}",
+                f"incident:{incident_id}:alerts:{uuid.uuid4().hex}", {"incident_id": incident_id})
+
+
+def _maybe_suggest_failover(services: Services, s: Session, incident_id: int) -> None:
+    inc = s.get(Incident, incident_id)
+    if inc.failover_suggested:
+        return
+    need = services.config.incidents.suggest_failover_signals
+    firing = s.exec(select(Alert).where(Alert.incident_id == incident_id, Alert.status == "firing")).all()
+    for service in services_of(inc):
+        signals = sorted({a.signal for a in firing if a.service == service and a.signal != "other"})
+        if len(signals) >= need:
+            inc.failover_suggested = True
+            record(s, ALERTS, "failover.suggested", target=service, incident_id=inc.id, service=service,
+                   detail={"signals": signals})
+            enqueue(s, "slack.failover_suggestion", f"slack:incident:{inc.id}", f"incident:{inc.id}:suggest",
+                    {"incident_id": inc.id, "service": service, "signals": signals})
+            return
+

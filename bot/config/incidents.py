@@ -1,0 +1,84 @@
+"""Config of alert intake, incidents and the status page."""
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from bot.config.models_base import Duration, Strict
+
+Severity = Literal["critical", "warning", "info"]
+IncidentSeverity = Literal["sev1", "sev2", "sev3", "sev4"]
+SIGNALS = ("health", "lag", "synthetic", "slo", "other")
+
+
+class SlackAlertRule(Strict):
+    """Turns messages of other bots in an alert channel into alerts."""
+
+    channel: str
+    """Channel ID (C...)."""
+    match: str
+    """Regex on the message text (and attachment texts/fields). Named groups service,
+    region, severity and summary fill those fields."""
+    resolved: str | None = None
+    """Regex that, when it matches, makes the alert resolved instead of firing."""
+    service: str | None = None
+    severity: Severity = "warning"
+    signal: Literal["health", "lag", "synthetic", "slo", "other"] = "other"
+
+    @field_validator("match", "resolved")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"{value!r} is not a valid regular expression: {e}")
+        return value
+
+
+class AlertsConfig(Strict):
+    alertmanager_token: str | None = None
+    """Bearer token Alertmanager sends (http_config.authorization). Unset: endpoint off."""
+    webhook_secret: str | None = None
+    """HMAC-SHA256 secret of the generic webhook. Unset: endpoint off."""
+    sns_topics: list[str] = []
+    """Accepted SNS topic ARNs; empty: the SNS endpoint is off."""
+    sns_severity: Severity = "critical"
+    signals: dict[str, str] = {
+        "lag": r"(?i)lag|replica|replication",
+        "health": r"(?i)health|down|unreachable|probe",
+        "synthetic": r"(?i)synthetic|canary",
+        "slo": r"(?i)slo|burn|error.?budget",
+    }
+    """Signal class by regex on the alert name, when the alert carries no 'signal' label."""
+    slack_rules: list[SlackAlertRule] = []
+
+
+class OpenRule(Strict):
+    service: str | None = None
+    """None: any configured service."""
+    severity: Severity = "critical"
+
+
+class IncidentsConfig(Strict):
+    open_on: list[OpenRule] = [OpenRule()]
+    """Which alerts open an incident by themselves. Default: any critical alert."""
+    suggest_failover_signals: int = Field(default=2, ge=2, le=5)
+    """Distinct signal classes firing for one service before a failover is suggested."""
+    channel_name: str = "inc-{date}-{service}"
+    responders: list[str] = []
+    """Slack user IDs invited to every incident channel."""
+    pin_reaction: str = "pushpin"
+    reminder: Duration = timedelta(minutes=15)
+    severity_for: dict[str, IncidentSeverity] = {"critical": "sev2", "warning": "sev3", "info": "sev4"}
+
+
+class StatuspageConfig(Strict):
+    source: str
+    """A source of kind statuspage."""
+    publish: dict[IncidentSeverity, Literal["auto", "preview", "skip"]] = {
+        "sev1": "auto", "sev2": "auto", "sev3": "preview", "sev4": "skip"}
+    requests_per_second: float = Field(default=1.0, gt=0, le=10)

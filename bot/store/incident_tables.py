@@ -1,0 +1,99 @@
+"""Tables of alerts, incidents and the outbox (side effects that must not be lost)."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from bot.store.models import _at, utcnow
+
+
+class IncidentStatus(str, enum.Enum):
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MONITORING = "monitoring"
+    RESOLVED = "resolved"
+
+
+class Alert(SQLModel, table=True):
+    """One alert, deduplicated by fingerprint: a repeat of the same status only counts."""
+
+    __tablename__ = "alert"
+    __table_args__ = (UniqueConstraint("fingerprint", name="uq_alert_fingerprint"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    fingerprint: str
+    source: str
+    """alertmanager, sns, webhook, slack"""
+    service: Optional[str] = Field(default=None, index=True)
+    """None: the alert names no configured service (kept and reported, never dropped)."""
+    service_hint: str = ""
+    region: str = ""
+    severity: str = "warning"
+    signal: str = "other"
+    """health, lag, synthetic, slo, other: distinct classes back a failover suggestion."""
+    status: str = "firing"
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    labels: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    links: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    starts_at: datetime = _at(default_factory=utcnow)
+    ends_at: Optional[datetime] = _at(default=None, nullable=True)
+    received_at: datetime = _at(default_factory=utcnow)
+    last_seen_at: datetime = _at(default_factory=utcnow)
+    times_seen: int = 1
+    incident_id: Optional[int] = Field(default=None, index=True)
+
+
+class Incident(SQLModel, table=True):
+    __tablename__ = "incident"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    title: str
+    severity: str = "sev2"
+    status: IncidentStatus = Field(default=IncidentStatus.INVESTIGATING, index=True)
+    services: str = "[]"
+    """JSON list of service names."""
+    channel_id: str = ""
+    channel_name: str = ""
+    opened_by: str = ""
+    opened_at: datetime = _at(default_factory=utcnow)
+    detected_at: Optional[datetime] = _at(default=None, nullable=True)
+    mitigated_at: Optional[datetime] = _at(default=None, nullable=True)
+    resolved_at: Optional[datetime] = _at(default=None, nullable=True)
+    last_update_at: Optional[datetime] = _at(default=None, nullable=True)
+    """When a status update was last published (for the reminder)."""
+    statuspage_id: str = ""
+    failover_suggested: bool = False
+    alerts_ts: str = ""
+    """The alert digest message in the incident channel, updated in place."""
+
+
+class OutboxState(str, enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    SKIPPED = "skipped"
+
+
+class OutboxItem(SQLModel, table=True):
+    """Written in the same transaction as the state change that causes it; delivered by the
+    worker in order per ``stream``, with retries, pacing and an idempotency key."""
+
+    __tablename__ = "outbox_item"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_outbox_key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str
+    stream: str = Field(index=True)
+    """Items of one stream are delivered in id order, e.g. 'statuspage:incident:12'."""
+    idempotency_key: str
+    payload: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    state: OutboxState = Field(default=OutboxState.PENDING, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = _at(default_factory=utcnow, index=True)
+    last_error: str = ""
+    created_at: datetime = _at(default_factory=utcnow)
+    delivered_at: Optional[datetime] = _at(default=None, nullable=True)
+    result: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    claimed_by: str = ""
+    claimed_until: Optional[datetime] = _at(default=None, nullable=True)
