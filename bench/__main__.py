@@ -8,7 +8,7 @@ import platform
 import sys
 import tempfile
 
-from bench import ack, approval, fanout
+from bench import ack, approval, fanout, storm
 
 
 def machine() -> str:
@@ -17,7 +17,7 @@ def machine() -> str:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING)
-    wanted = set(argv) or {"fanout", "ack", "approval"}
+    wanted = set(argv) or {"fanout", "ack", "approval", "storm"}
     print(f"# drbot benchmarks on {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         if "fanout" in wanted:
@@ -36,6 +36,12 @@ def main(argv: list[str]) -> int:
                   f"{r['click_to_first_step_p50_ms']:.0f} ms, max {r['click_to_first_step_max_ms']:.0f} ms "
                   f"(target < 200 ms; includes the pre-flight reads); engine per step p50 "
                   f"{r['per_step_p50_ms']:.1f} ms, max {r['per_step_max_ms']:.1f} ms over {r['steps']}-step runs")
+        if "storm" in wanted:
+            r = storm.run(tmp)
+            print(f"storm: {r['alerts']} Alertmanager alerts for 20 services over HTTP in {r['seconds']:.1f} s "
+                  f"({r['per_second']:.0f} alerts/s), HTTP {r['http']}, stored {r['stored']} (none lost: "
+                  f"{r['stored'] == r['alerts']}); {r['incidents']} incidents, at most {r['posts_max']} Slack "
+                  f"messages and {r['updates_max']} updates per incident channel; outbox left {r['outbox_left']}")
     return 0
 
 
