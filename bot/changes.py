@@ -93,7 +93,9 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
         if len(justification.split()) < 5:
             raise Refused("justification_short")
     svc = services.config.service(service)
-    preflight = run_preflight(services, svc, from_region, to_region, steps)
+    # a resume continues its parent's interrupted run: that run must not block its own pre-flight
+    preflight = run_preflight(services, svc, from_region, to_region, steps,
+                              exclude_request=parent_id if kind is RequestKind.RESUME else None)
     now = services.clock()
     req = ChangeRequest(kind=kind, service=service, from_region=from_region, to_region=to_region,
                         scenario=scenario, reason=reason, requester=actor.id, requester_name=actor.name,
@@ -265,7 +267,8 @@ def plan_steps(services: Services, req: ChangeRequest) -> list:
 
     try:
         return steps_for(services, req)
-    except Exception:
+    except Exception:  # the message must still render; the cause must still be seen
+        log.exception("could not plan the steps of request %s", req.id)
         return []
 
 

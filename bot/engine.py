@@ -199,14 +199,16 @@ class Runner:
             else:
                 values["passed"] = False
             move_run(s, run.id, [RequestState.RUNNING], state, **values)
-            reason = why if not stale else json.dumps([c.code for c in stale.failures])
-            move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=reason)
+            move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
             if stale is not None:
                 s.get(ChangeRequest, req.id).preflight = stale.to_json()
             if req.kind is RequestKind.RESUME:
                 move_request(s, req.parent_id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
             if req.kind is RequestKind.ROLLBACK and succeeded:
-                move_request(s, req.parent_id, [RequestState.FAILED], RequestState.ROLLED_BACK, closed_at=now)
+                move_request(s, req.parent_id, [RequestState.FAILED], RequestState.ROLLED_BACK, closed_at=now,
+                             state_reason=f"rolled back by #{req.id}")
+                record(s, SYSTEM, "request.rolled_back", target=req.service, request_id=req.parent_id,
+                       service=req.service, detail={"rollback": req.id})
             if succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK):
                 _record_region(s, sv, req.service, req.to_region, req.id)
             record(s, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
