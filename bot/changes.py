@@ -94,8 +94,9 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
             raise Refused("justification_short")
     svc = services.config.service(service)
     # a resume continues its parent's interrupted run: that run must not block its own pre-flight
+    resuming = kind is RequestKind.RESUME
     preflight = run_preflight(services, svc, from_region, to_region, steps,
-                              exclude_request=parent_id if kind is RequestKind.RESUME else None)
+                              exclude_request=parent_id if resuming else None, resuming=resuming)
     now = services.clock()
     req = ChangeRequest(kind=kind, service=service, from_region=from_region, to_region=to_region,
                         scenario=scenario, reason=reason, requester=actor.id, requester_name=actor.name,

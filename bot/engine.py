@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -107,18 +108,23 @@ class Runner:
         if req.kind is not RequestKind.ROLLBACK:
             svc = sv.config.service(req.service)
             pre = run_preflight(sv, svc, req.from_region, req.to_region, [p.step for p in planned],
-                                exclude_request=run_request)
+                                exclude_request=run_request, resuming=req.kind is RequestKind.RESUME)
             if not pre.ok:
                 return self._finish(req, run, RequestState.FAILED, "pre-flight failed: the plan went stale",
                                     stale=pre)
             rpo = pre.lag_seconds
         else:
             rpo = None
-        for p in planned:
-            if p.position < first:
-                continue
-            if not self._run_step(req, run, p):
-                return self._finish(req, run, RequestState.FAILED, f"step {p.position + 1} failed")
+        reason = req.reason
+        if req.kind is RequestKind.RESUME:  # the accepted data loss was named by the original request
+            with session_scope(sv.engine) as s:
+                reason = s.get(ChangeRequest, req.parent_id).reason
+        with self._heartbeat(run):
+            for p in planned:
+                if p.position < first:
+                    continue
+                if not self._run_step(req, run, p, reason):
+                    return self._finish(req, run, RequestState.FAILED, f"step {p.position + 1} failed")
         run_state = RequestState.ROLLED_BACK if req.kind is RequestKind.ROLLBACK else RequestState.SUCCEEDED
         self._finish(req, run, run_state, "", rpo=rpo, succeeded=True)
 
@@ -152,7 +158,28 @@ class Runner:
                                                 RunStep.state == StepState.SUCCEEDED)).all()
         return max((st.position for st in done), default=-1) + 1
 
-    def _run_step(self, req: ChangeRequest, run: Run, p: Planned) -> bool:
+    @contextmanager
+    def _heartbeat(self, run: Run, every: float = 20.0):
+        """Keep the run's heartbeat fresh during long steps, so that another drbot starting
+        up does not take a live run for an interrupted one."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(every):
+                try:
+                    with session_scope(self.services.engine) as s:
+                        s.get(Run, run.id).heartbeat_at = self.services.clock()
+                except Exception:
+                    log.exception("heartbeat of run %s failed", run.id)
+
+        thread = threading.Thread(target=beat, name=f"drbot-heartbeat-{run.id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+
+    def _run_step(self, req: ChangeRequest, run: Run, p: Planned, reason: str) -> bool:
         sv = self.services
         with session_scope(sv.engine) as s:
             attempt = len(s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.position == p.position,
@@ -166,7 +193,7 @@ class Runner:
             step_id = row.id
         self._progress(run.request_id)
         try:
-            output = execute_step(sv, req, p.step, p.region)
+            output = execute_step(sv, req, p.step, p.region, reason=reason)
             state, error = StepState.SUCCEEDED, ""
         except StepFailed as e:
             output, state, error = e.output, StepState.FAILED, str(e)
@@ -217,6 +244,9 @@ class Runner:
         changes.refresh(sv, req.id)
         if req.parent_id:
             changes.refresh(sv, req.parent_id)
+        flush = getattr(sv.messenger, "flush", None)
+        if flush is not None:  # coalesced updates: the final state must reach the channel
+            flush(timeout=30.0)
         self.done.set()
 
     def _progress(self, request_id: int) -> None:

@@ -84,7 +84,7 @@ def publish_status(services: Services, s: Session, inc: Incident, message: str =
     sp = services.config.statuspage
     if sp is None:
         return
-    policy = sp.publish.get(inc.severity, "auto")
+    policy = sp.publish.get(inc.severity, "preview")  # unlisted: a person decides
     if policy == "skip":
         return
     key = f"incident:{inc.id}:statuspage:{inc.status.value}:{uuid.uuid4().hex[:12]}"

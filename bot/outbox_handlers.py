@@ -2,6 +2,8 @@
 delivery time, so a late delivery shows what is true then, not what was true when queued."""
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -58,9 +60,23 @@ class StatuspageHandler:
         sp = services.config.statuspage
         self.backend = services.backends[sp.source] if sp else None
         self.rate = sp.requests_per_second if sp else 1.0
+        # Paced per HTTP request, not per item: creating an incident looks its key up first
+        # (up to three requests). A new process cannot know when the last one called the
+        # page, so the first request also waits one interval.
+        self._pace_lock = threading.Lock()
+        self._last_request = time.monotonic()
+        if self.backend is not None and hasattr(self.backend, "before_request"):
+            self.backend.before_request = self._before_request
+
+    def _before_request(self) -> None:
+        with self._pace_lock:
+            wait = self._last_request + self.interval() - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_request = time.monotonic()
 
     def pace_key(self, payload: dict) -> str | None:
-        return f"statuspage:{getattr(self.backend.options, 'page_id', '')}"
+        return None  # every request is paced in _before_request
 
     def interval(self) -> float:
         return 1.0 / self.rate

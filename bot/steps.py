@@ -46,10 +46,11 @@ def _with_timeout(fn, seconds: float):
         pool.shutdown(wait=False)
 
 
-def execute_step(services: Services, req: ChangeRequest, step: Step, region: str) -> dict[str, Any]:
+def execute_step(services: Services, req: ChangeRequest, step: Step, region: str,
+                 reason: str | None = None) -> dict[str, Any]:
     svc = services.config.service(req.service)
     output: dict[str, Any] = {"region": region}
-    if step.action == "database.failover" and "data loss" not in req.reason.lower():
+    if step.action == "database.failover" and "data loss" not in (reason or req.reason).lower():
         raise StepFailed("database.failover needs a reason that names the data loss it accepts", output)
     if step.action != "check":
         try:

@@ -411,13 +411,15 @@ def test_failover_needs_another_authorised_person_then_runs_against_route53_and_
     assert "succeeded" in updates[-1].params["text"]
     assert "RTO" in texts(updates[-1].blocks) and "RPO 20s" in texts(updates[-1].blocks)
 
-    # One progress message, in the request's thread, updated step by step.
+    # One progress message, in the request's thread, updated in place (updates coalesce when
+    # they come faster than Slack's one message per second per channel).
     assert run.progress_ts
     threaded = [c for c in fake.calls("chat.postMessage") if c.params.get("thread_ts")]
     assert len(threaded) == 1 and threaded[0].params["thread_ts"] == req.message_ts
     progress = fake.message(CHANNEL, run.progress_ts)
     assert progress["thread_ts"] == req.message_ts and "edited" in progress
-    assert len([c for c in fake.calls("chat.update") if c.params["ts"] == run.progress_ts]) >= 3
+    progress_updates = [c for c in fake.calls("chat.update") if c.params["ts"] == run.progress_ts]
+    assert 1 <= len(progress_updates) <= 7  # at most one per step start/end and the end
     lines = texts(progress["blocks"])
     assert "✓ 1. Shift traffic to the standby: done in" in lines
     assert "made api.example.com. A PRIMARY in us-west-2" in lines

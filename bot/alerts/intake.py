@@ -76,7 +76,7 @@ def _one(services: Services, s: Session, a: NormalisedAlert, result: IngestResul
         return
     incident = row.incident_id and s.get(Incident, row.incident_id)
     if not incident or incident.status is IncidentStatus.RESOLVED:
-        incident = _incident_for(services, s, a, now)
+        incident = _incident_for(services, s, a, now, result)
     if incident is None:
         return
     row.incident_id = incident.id
@@ -87,7 +87,8 @@ def _one(services: Services, s: Session, a: NormalisedAlert, result: IngestResul
     result.incidents_touched.add(incident.id)
 
 
-def _incident_for(services: Services, s: Session, a: NormalisedAlert, now: datetime) -> Incident | None:
+def _incident_for(services: Services, s: Session, a: NormalisedAlert, now: datetime,
+                  result: IngestResult) -> Incident | None:
     """The open incident of the service (alerts group into it), or a new one if policy says so."""
     for inc in s.exec(select(Incident).where(Incident.status != IncidentStatus.RESOLVED)
                       .order_by(col(Incident.id).desc())):
@@ -98,6 +99,7 @@ def _incident_for(services: Services, s: Session, a: NormalisedAlert, now: datet
     severity = services.config.incidents.severity_for.get(a.severity, "sev3")
     inc = open_incident(services, s, ALERTS, f"{a.service}: {a.summary}"[:200], severity, [a.service],
                         detected_at=a.starts_at or now)
+    result.incidents_opened.append(inc.id)
     return inc
 
 

@@ -58,7 +58,8 @@ class BreakGlass(Strict):
 
 
 class ApprovalPolicy(Strict):
-    required_approvals: int = Field(default=1, ge=0, le=10)
+    required_approvals: int = Field(default=1, ge=1, le=10)
+    """Approvals besides the requester's. At least 1: only break-glass runs with none."""
     critical_required_approvals: int | None = Field(default=None, ge=1, le=10)
     """Approvals needed for services of tier ``critical``, when set."""
     approvers: list[SlackId] = []
@@ -72,7 +73,7 @@ class ApprovalPolicy(Strict):
 class ServiceApprovals(Strict):
     """Per-service overrides of the global approval policy; unset fields inherit."""
 
-    required_approvals: int | None = Field(default=None, ge=0, le=10)
+    required_approvals: int | None = Field(default=None, ge=1, le=10)
     approvers: list[SlackId] | None = None
     requesters: list[SlackId] | None = None
     expires: Duration | None = None

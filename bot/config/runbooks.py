@@ -34,7 +34,8 @@ class Verify(Strict):
 
 
 class Rollback(Strict):
-    action: Action
+    action: Literal["traffic.shift", "database.promote", "database.switchover"]
+    """Undo by moving back; a data-losing failover or a check cannot undo anything."""
     source: str | None = None
     to: Side = "source"
 
@@ -70,7 +71,8 @@ class Step(Strict):
 class Runbooks(Strict):
     failover: list[Step] = []
     failback: list[Step] = []
-    """Default: the failover steps (targets are relative, so they run in reverse)."""
+    """Default: the failover steps, in the same order; 'target' and 'source' are relative
+    to the request, so they act in the opposite direction."""
     drill: dict[str, list[Step]] = {}
     """Scenarios by name; 'default' is used when /dr drill names none."""
 
