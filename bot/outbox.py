@@ -67,16 +67,21 @@ class Worker:
 
     # -- picking -------------------------------------------------------------------------
     def _heads(self) -> list[OutboxItem]:
-        """The oldest pending item of each stream, if it is due."""
+        """The oldest undelivered item of each stream, if it is due. An item that gave up
+        (dead) blocks its stream, so nothing after it overtakes it: order is kept until
+        someone retries it (``/dr outbox retry ID``)."""
         now = self.services.clock()
         with session_scope(self.services.engine) as s:
-            pending = s.exec(select(OutboxItem).where(OutboxItem.state == OutboxState.PENDING)
+            pending = s.exec(select(OutboxItem).where(col(OutboxItem.state).in_([OutboxState.PENDING,
+                                                                                 OutboxState.DEAD]))
                              .order_by(OutboxItem.id)).all()
         heads, seen = [], set()
         for item in pending:
             if item.stream in seen:
                 continue
             seen.add(item.stream)
+            if item.state is OutboxState.DEAD:
+                continue
             claimed = item.claimed_until is not None and item.claimed_until > now and item.claimed_by != OWNER
             if item.next_attempt_at <= now and not claimed:
                 heads.append(item)

@@ -16,12 +16,14 @@ Errors: HTTP 420/429 raise ``RateLimited`` (TRANSIENT, with ``retry_after`` seco
 the Retry-After header); 5xx, timeouts and connection failures are TRANSIENT; 401/403 are
 NOT_PERMITTED; other 4xx are PERMANENT with the API's own message. The backend never
 retries or sleeps: the caller (the outbox worker) retries and paces requests (Statuspage
-allows about one request per second per API key).
+allows about one request per second per API key). One call may make several requests
+(creating looks the key up first), so a caller that paces sets ``before_request``: it is
+called before every HTTP request, lookups included, and may wait there.
 """
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -149,6 +151,8 @@ class Statuspage(Backend):
         super().__init__(name, options, client)
         self._owns_client = client is None
         self._lock = threading.Lock()
+        self.before_request: Callable[[], None] | None = None
+        """Called before every HTTP request to the page (the caller's pacing)."""
 
     @property
     def client(self) -> httpx.Client:
@@ -270,9 +274,12 @@ class Statuspage(Backend):
         where = f"Statuspage at {o.base_url}"
         headers = {"Authorization": f"OAuth {o.api_key.get_secret_value()}",
                    "Accept": "application/json"}
+        client = self.client  # created first, so the pacing is not eaten by its setup
+        if self.before_request is not None:
+            self.before_request()
         try:
-            response = self.client.request(method, o.base_url + path, headers=headers,
-                                           timeout=o.timeout, **kwargs)
+            response = client.request(method, o.base_url + path, headers=headers,
+                                      timeout=o.timeout, **kwargs)
         except httpx.TimeoutException as exc:
             outcome = " (the change may have been made)" if method != "GET" else ""
             raise IntegrationError(f"{self.name}: {where} did not answer {method} {path} "
