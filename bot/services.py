@@ -31,6 +31,8 @@ class Services:
     """bot.engine.Runner, set by bot.wiring (it needs these services)."""
     outbox: Any = None
     """bot.outbox.Worker, set by bot.wiring."""
+    scheduler: Any = None
+    """bot.scheduler.Scheduler (started by ``drbot run`` only), set by bot.wiring."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

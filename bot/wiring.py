@@ -6,11 +6,15 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot import jobs, outbox_handlers
+from bot.changes import expire_due
 from bot.collector import Collector
 from bot.config import LoadedConfig, load_config
-from bot import outbox_handlers
 from bot.engine import Runner
 from bot.outbox import Worker
+from bot.scheduler import Scheduler
 from bot.render import Renderer
 from bot.services import Services
 from bot.status import StatusService
@@ -60,8 +64,17 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
     )
     services.runner = Runner(services, inline=inline_runs)
     services.outbox = Worker(services, outbox_handlers.handlers(services))
+    services.scheduler = build_scheduler(services)
     seed_sandboxes(services)
     return services
+
+
+def build_scheduler(services: Services) -> Scheduler:
+    """The periodic jobs of a deployment; they run on the leader only, once it starts."""
+    jobs.register("expire_due", lambda: expire_due(services))
+    scheduler = Scheduler(services)
+    scheduler.add_job("expire_due", IntervalTrigger(seconds=15))
+    return scheduler
 
 
 def seed_sandboxes(services: Services) -> None:

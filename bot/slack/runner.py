@@ -7,7 +7,6 @@ import sys
 
 import uvicorn
 
-from bot import maintenance
 from bot.followups import recover_interrupted
 from bot.services import Services
 from bot.slack.app import SlackSettings, build_app
@@ -43,7 +42,7 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     interrupted = recover_interrupted(services)
     if interrupted:
         log.warning("runs interrupted by a previous stop, announced in their threads: %s", interrupted)
-    maintenance.start(services)
+    services.scheduler.start()  # periodic jobs, on the leader replica only
     services.outbox.start()  # delivers what a previous process left pending, then new items
     if mode == "socket":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -55,5 +54,9 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     else:
         log.info("HTTP mode: Slack events at http://%s:%d/slack/events", host, port)
         http_app = build_http_app(services, app)
-    uvicorn.run(http_app, host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(http_app, host=host, port=port, log_level="warning")
+    finally:
+        services.outbox.stop()
+        services.scheduler.stop(wait=False)
     return 0
