@@ -12,3 +12,5 @@ class Actor:
     origin: str = "slack"
     """slack, shell, cli, scheduler, system"""
     channel: str | None = None
+    tz: str | None = None
+    """The person's time zone (IANA), when the transport knows it; else the config's."""

@@ -30,6 +30,9 @@ from bot.store.transitions import move_request
 log = logging.getLogger(__name__)
 
 
+CALENDAR_KINDS = (RequestKind.DRILL_SKIP, RequestKind.DRILL_POSTPONE)
+
+
 class Refused(Exception):
     """A request or a click that is not allowed; ``code`` and ``params`` pick the sentence
     in templates/_refusals.j2."""
@@ -79,7 +82,8 @@ def may_approve(services: Services, policy: Policy, actor: Actor) -> bool:
 
 def create(services: Services, actor: Actor, kind: RequestKind, service: str, from_region: str, to_region: str,
            steps: list, reason: str, scenario: str = "", parent_id: int | None = None,
-           break_glass: bool = False, justification: str = "") -> ChangeRequest:
+           break_glass: bool = False, justification: str = "", occurrence_id: int | None = None,
+           postpone_to: datetime | None = None) -> ChangeRequest:
     """Check who asks, run the pre-flight, persist the request, post it for approval."""
     policy = policy_for(services.config, service)
     if policy.requesters and not _includes(services, actor, policy.requesters):
@@ -95,21 +99,24 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
     svc = services.config.service(service)
     # a resume continues its parent's interrupted run: that run must not block its own pre-flight
     resuming = kind is RequestKind.RESUME
-    preflight = run_preflight(services, svc, from_region, to_region, steps,
-                              exclude_request=parent_id if resuming else None, resuming=resuming)
+    calendar = kind in CALENDAR_KINDS  # skipping or moving a drill changes nothing in the estate
+    preflight = None if calendar else run_preflight(services, svc, from_region, to_region, steps,
+                                                    exclude_request=parent_id if resuming else None,
+                                                    resuming=resuming)
     now = services.clock()
     req = ChangeRequest(kind=kind, service=service, from_region=from_region, to_region=to_region,
                         scenario=scenario, reason=reason, requester=actor.id, requester_name=actor.name,
                         required_approvals=0 if break_glass else policy.required,
                         break_glass=break_glass, justification=justification, parent_id=parent_id,
-                        created_at=now, expires_at=now + policy.expires, preflight=preflight.to_json(),
-                        channel=actor.channel or "", origin=actor.origin)
+                        created_at=now, expires_at=now + policy.expires,
+                        preflight=preflight.to_json() if preflight else "", occurrence_id=occurrence_id,
+                        postpone_to=postpone_to, channel=actor.channel or "", origin=actor.origin)
     with session_scope(services.engine) as s:
         s.add(req)
         s.flush()
         record(s, actor, f"request.{kind.value}", target=service, request_id=req.id, service=service,
                text=reason, detail={"from": from_region, "to": to_region, "scenario": scenario,
-                                    "preflight_ok": preflight.ok, "break_glass": break_glass,
+                                    "preflight_ok": preflight.ok if preflight else None, "break_glass": break_glass,
                                     "justification": justification, "parent": parent_id})
         if break_glass:
             move_request(s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now)
@@ -205,7 +212,8 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
     decision.changed = True
     if count >= req.required_approvals and move_request(
             s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now):
-        decision.start_run = True
+        # a scheduled drill approved ahead of time is started by the scheduler at its time
+        decision.start_run = req.not_before is None or now >= req.not_before
 
 
 # -- expiry and messages ----------------------------------------------------------------
@@ -273,6 +281,12 @@ def plan_steps(services: Services, req: ChangeRequest) -> list:
         return []
 
 
+def _template(req: ChangeRequest) -> str:
+    if req.occurrence_id is not None and req.kind is RequestKind.DRILL:
+        return "drill_announcement"
+    return "change_request"
+
+
 def message(services: Services, request_id: int) -> Reply:
     with session_scope(services.engine) as s:
         req = load(s, request_id)
@@ -280,7 +294,14 @@ def message(services: Services, request_id: int) -> Reply:
     # another waits for the outer one's write lock (BEGIN IMMEDIATE) until it times out
     planned = plan_steps(services, req)
     with session_scope(services.engine) as s:
-        return Reply("change_request", message_context(services, s, req, planned), ephemeral=False)
+        context = message_context(services, s, req, planned)
+        if req.occurrence_id is not None:
+            from bot.store.drill_tables import DrillOccurrence
+
+            occ = s.get(DrillOccurrence, req.occurrence_id)
+            svc = services.config.service(req.service)
+            context |= {"occ": occ, "schedule": next((d for d in svc.drills if occ and d.name == occ.schedule), None)}
+        return Reply(_template(req), context, ephemeral=False)
 
 
 def refresh(services: Services, request_id: int) -> None:

@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     with_config(sub.add_parser("check-config", help="validate the config and check every source; exit 0 or 2"))
+
+    evidence = with_config(sub.add_parser("evidence", help="write the audit pack of drills, failovers and rollbacks"))
+    evidence.add_argument("--since", help="runs started at or after this ISO date/datetime, UTC (default: 90 days ago)")
+    evidence.add_argument("--until", help="runs started before this ISO date/datetime, UTC; a date includes that day")
+    evidence.add_argument("--out", help="directory to write (default: ./evidence-YYYYMMDD)")
+    evidence.add_argument("--service", help="only this service")
+    evidence.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
     return p
 
 
@@ -56,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     services = wiring.build_services(loaded, inline_runs=args.cmd == "shell")
     if args.cmd == "status":
         return _status(services, args.service, args.json)
+    if args.cmd == "evidence":
+        from bot.evidence import export
+        return export(services, args)
     from bot.followups import recover_interrupted
 
     if args.cmd == "shell":

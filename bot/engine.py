@@ -46,6 +46,8 @@ class Planned:
 
 
 def steps_for(services: Services, req: ChangeRequest) -> list[Planned]:
+    if req.kind in changes.CALENDAR_KINDS:
+        return []
     svc = services.config.service(req.service)
     if req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK, RequestKind.DRILL):
         steps = svc.runbooks.steps(req.kind.value, req.scenario or None)
@@ -98,6 +100,8 @@ class Runner:
         sv = self.services
         with session_scope(sv.engine) as s:
             req = changes.load(s, request_id)
+        if req.kind in changes.CALENDAR_KINDS:
+            return self._calendar(req)
         planned = steps_for(sv, req)
         run_request = req.parent_id if req.kind is RequestKind.RESUME else req.id
         run = self._begin(req, run_request)
@@ -127,6 +131,21 @@ class Runner:
                     return self._finish(req, run, RequestState.FAILED, f"step {p.position + 1} failed")
         run_state = RequestState.ROLLED_BACK if req.kind is RequestKind.ROLLBACK else RequestState.SUCCEEDED
         self._finish(req, run, run_state, "", rpo=rpo, succeeded=True)
+
+    def _calendar(self, req: ChangeRequest) -> None:
+        """An approved skip or postpone of a scheduled drill: no runbook, just the change."""
+        from bot.drills import apply_calendar_change
+
+        sv = self.services
+        with session_scope(sv.engine) as s:
+            if not move_request(s, req.id, [RequestState.APPROVED], RequestState.RUNNING):
+                return
+        what = apply_calendar_change(sv, req)
+        with session_scope(sv.engine) as s:
+            move_request(s, req.id, [RequestState.RUNNING], RequestState.SUCCEEDED, closed_at=sv.clock(),
+                         state_reason=what)
+        changes.refresh(sv, req.id)
+        self.done.set()
 
     def _begin(self, req: ChangeRequest, run_request: int) -> Run | None:
         sv = self.services
@@ -244,10 +263,28 @@ class Runner:
         changes.refresh(sv, req.id)
         if req.parent_id:
             changes.refresh(sv, req.parent_id)
+        if req.kind is RequestKind.DRILL and req.channel:
+            self._report(req, run)
         flush = getattr(sv.messenger, "flush", None)
         if flush is not None:  # coalesced updates: the final state must reach the channel
             flush(timeout=30.0)
         self.done.set()
+
+    def _report(self, req: ChangeRequest, run: Run) -> None:
+        """The drill report, in the request's thread: steps, measured RTO/RPO against the
+        targets, what broke, and the RTO trend of the service's drills."""
+        sv = self.services
+        reply = changes.message(sv, req.id)
+        with session_scope(sv.engine) as s:
+            history = s.exec(select(Run).where(Run.service == req.service, Run.kind == RequestKind.DRILL,
+                                               Run.measured_rto_s != None)  # noqa: E711
+                             .order_by(Run.started_at.desc()).limit(12)).all()
+        trend = [r.measured_rto_s for r in reversed(history)]
+        try:
+            sv.messenger.post(req.channel, Reply("drill_report", reply.context | {"trend": trend}, ephemeral=False),
+                              thread_ts=req.message_ts or None)
+        except Exception:
+            log.exception("could not post the report of drill %s", req.id)
 
     def _progress(self, request_id: int) -> None:
         """One live progress message in the request's thread, posted once then updated."""

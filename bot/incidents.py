@@ -63,6 +63,7 @@ def set_status(services: Services, s: Session, actor: Actor, inc: Incident, stat
         inc.mitigated_at = now
     if status == "resolved":
         inc.resolved_at = now
+    inc.last_update_at = now  # a status update quiets the reminder, status page or not
     record(s, actor, "incident.status", target=inc.title, incident_id=inc.id, text=message,
            detail={"from": previous, "to": status})
     publish_status(services, s, inc, message=message)
@@ -94,7 +95,7 @@ def publish_status(services: Services, s: Session, inc: Incident, message: str =
     enqueue(s, kind, stream, key, payload)
 
 
-def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool):
+def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool, body: str | None = None):
     """Publish or skip a previewed status-page update (the preview's outbox item)."""
     from bot.render import Reply
     from bot.store import session_scope
@@ -105,6 +106,8 @@ def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool
         if item is None or item.kind != "slack.statuspage_preview":
             return Reply("refused", {"code": "unknown_action", "p": {"action": f"preview {item_id}"}})
         payload = json.loads(item.payload)
+        if body is not None:  # edited by the incident commander before publishing
+            payload["message"] = body
         inc = s.get(Incident, payload["incident_id"])
         if publish:
             fresh = enqueue(s, "statuspage.publish", f"statuspage:incident:{inc.id}", f"publish-of-{item_id}", payload)
@@ -128,3 +131,38 @@ def pin_message(services: Services, channel: str, author: str, text: str, ts: st
             return False
         add_note(s, by, inc, text, kind="incident.pinned", detail={"author": author, "ts": ts})
     return True
+
+
+def update_from_form(services: Services, actor: Actor, incident_id: int, status: str, message: str):
+    """The 'post update' modal of the reminder: a status change with its message."""
+    from bot.store import session_scope
+
+    with session_scope(services.engine) as s:
+        inc = s.get(Incident, incident_id)
+        if inc is None or inc.status is IncidentStatus.RESOLVED:
+            from bot.render import Reply
+            return Reply("refused", {"code": "not_in_state", "p": {"id": incident_id, "state": "resolved",
+                                                                   "wanted": "open"}})
+        set_status(services, s, actor, inc, status, message)
+    if services.outbox is not None:
+        services.outbox.poke()
+    return None
+
+
+def remind_due(services: Services) -> list[int]:
+    """Open incidents with no status update for the configured interval get one reminder
+    per interval in their channel, with a button that opens the update form."""
+    from bot.store import session_scope
+
+    now = services.clock()
+    every = services.config.incidents.reminder
+    reminded = []
+    with session_scope(services.engine) as s:
+        for inc in open_incidents(s):
+            last = max(t for t in (inc.last_update_at, inc.opened_at, inc.reminded_at) if t is not None)
+            if inc.channel_id and now - last >= every:
+                inc.reminded_at = now
+                enqueue(s, "slack.reminder", f"slack:incident:{inc.id}", f"incident:{inc.id}:remind:{now.isoformat()}",
+                        {"incident_id": inc.id, "quiet_for": (now - (inc.last_update_at or inc.opened_at)).total_seconds()})
+                reminded.append(inc.id)
+    return reminded

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, col, select
 
 from bot.audit import SYSTEM, record
+from bot.digest import KIND as DIGEST, DigestHandler
 from bot.incidents import IMPACT, services_of
 from bot.outbox import Outcome
 from bot.render import Reply
@@ -16,6 +18,7 @@ from bot.services import Services
 from bot.store import session_scope
 from bot.store.incident_tables import Alert, Incident, OutboxItem
 from bot.store.models import ChangeRequest, Run, TimelineEvent
+from bot.watch import KIND as READINESS_CHANGE, ReadinessChangeHandler
 from integrations.base import IntegrationError
 
 
@@ -111,6 +114,34 @@ class StatuspageHandler:
         return Outcome(result={"statuspage_id": published.id, "status": status})
 
 
+class MaintenanceHandler(StatuspageHandler):
+    """A scheduled maintenance on the status page for an announced drill's window."""
+
+    def deliver(self, services: Services, item: OutboxItem, payload: dict) -> Outcome:
+        from bot.drills import schedule_of
+        from bot.store.drill_tables import DrillOccurrence
+
+        with session_scope(services.engine) as s:
+            occ = s.get(DrillOccurrence, payload["occurrence_id"])
+        schedule = schedule_of(services, occ)
+        mapping = getattr(self.backend.options, "components", {}) or {}
+        components = [mapping[occ.service]] if occ.service in mapping else []
+        ctx = {"occ": occ, "schedule": schedule, "service": occ.service}
+        body = services.renderer.text(Reply("maintenance_body", ctx)).strip()
+        try:
+            published = self.backend.create_maintenance(
+                key=f"drbot-drill-{occ.id}", name=f"Planned disaster-recovery drill: {occ.service}", body=body,
+                scheduled_for=occ.starts_at, scheduled_until=occ.starts_at + (schedule.duration if schedule else
+                                                                              timedelta(hours=1)),
+                components=components)
+        except IntegrationError as e:
+            return _failed(e)
+        with session_scope(services.engine) as s:
+            record(s, SYSTEM, "statuspage.maintenance", target=occ.service, text=body,
+                   detail={"occurrence": occ.id, "statuspage_id": published.id})
+        return Outcome(result={"statuspage_id": published.id})
+
+
 class SlackHandler:
     """Posts of incidents: the channel, alert digest, suggestion, timeline, postmortem."""
 
@@ -145,6 +176,8 @@ class SlackHandler:
                 ts = m.post(inc.channel_id, reply)
                 with session_scope(services.engine) as s:
                     s.get(Incident, inc.id).alerts_ts = ts
+        elif item.kind == "slack.reminder":
+            m.post(inc.channel_id, Reply("incident_reminder", ctx | payload, ephemeral=False))
         elif item.kind == "slack.failover_suggestion":
             m.post(inc.channel_id, Reply("failover_suggestion", ctx | payload, ephemeral=False))
         elif item.kind == "slack.statuspage_preview":
@@ -225,9 +258,13 @@ def _channel_name(name: str) -> str:
 def handlers(services: Services) -> dict[str, Any]:
     slack = SlackHandler(services)
     out: dict[str, Any] = {k: slack for k in ("slack.incident_channel", "slack.alerts", "slack.failover_suggestion",
-                                              "slack.statuspage_preview", "slack.resolved", "slack.unknown_alert")}
+                                              "slack.statuspage_preview", "slack.resolved", "slack.unknown_alert",
+                                              "slack.reminder")}
+    out[READINESS_CHANGE] = ReadinessChangeHandler()  # "slack.readiness_change" (bot/watch.py)
+    out[DIGEST] = DigestHandler()  # "slack.digest" (bot/digest.py)
     if services.config.statuspage is not None:
         out["statuspage.publish"] = StatuspageHandler(services)
+        out["statuspage.maintenance"] = MaintenanceHandler(services)
     if services.config.archive is not None:
         out["archive.postmortem"] = ArchiveHandler()
     return out

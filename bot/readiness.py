@@ -127,7 +127,9 @@ def assess_health(region: str, role: str, reading: Reading, t: Targets, now: dat
     return Finding(Verdict.AT_RISK, "active_unhealthy", params)
 
 
-def assess_drill(drill: DrillInfo | None, t: Targets, now: datetime) -> Finding:
+def assess_drill(drill: DrillInfo | None, t: Targets, now: datetime, missed_at: datetime | None = None) -> Finding:
+    if missed_at is not None and (drill is None or missed_at > drill.ended_at):
+        return Finding(Verdict.AT_RISK, "drill_missed", {"missed_at": missed_at, "age": now - missed_at})
     if drill is None:
         return Finding(Verdict.AT_RISK, "no_drill", {"max_age": t.drill_max_age})
     age = now - drill.ended_at
@@ -141,12 +143,13 @@ def assess_drill(drill: DrillInfo | None, t: Targets, now: datetime) -> Finding:
 
 
 def assess(service: str, tier: str, active: str, standby: str, targets: Targets, lag: Reading,
-           health: dict[str, Reading], drill: DrillInfo | None, now: datetime) -> Assessment:
+           health: dict[str, Reading], drill: DrillInfo | None, now: datetime,
+           missed_at: datetime | None = None) -> Assessment:
     findings = [assess_lag(lag, targets, now)]
     for region, role in ((active, "active"), (standby, "standby")):
         reading = health.get(region) or Reading.missing("health", f"no health source for {region}")
         findings.append(assess_health(region, role, reading, targets, now))
-    findings.append(assess_drill(drill, targets, now))
+    findings.append(assess_drill(drill, targets, now, missed_at))
     return Assessment(
         service=service, tier=tier, active=active, standby=standby,
         verdict=worst(f.verdict for f in findings), findings=tuple(findings), targets=targets,

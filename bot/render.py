@@ -43,6 +43,8 @@ class Reply:
     context: dict[str, Any] = field(default_factory=dict)
     ephemeral: bool = True
     replace_original: bool = False
+    modal: bool = False
+    """A form to open for the clicker (Slack: views.open); the shell prints its text."""
 
 
 class Raw(str):
@@ -106,10 +108,11 @@ class Renderer:
         self._reasons = self.text_env.get_template("_reasons.j2").module
 
     # -- filters -------------------------------------------------------------------------
-    def when(self, at: datetime | None, fmt: str = "%a %d %b %H:%M %Z") -> str:
+    def when(self, at: datetime | None, fmt: str = "%a %d %b %H:%M %Z", tz: str | None = None) -> str:
+        """A time in the config's zone, or in ``tz`` (the reader's) when given."""
         if at is None:
             return "-"
-        return at.astimezone(self.tz).strftime(fmt)
+        return at.astimezone(ZoneInfo(tz) if tz else self.tz).strftime(fmt)
 
     def ago(self, at: datetime | None, now: datetime | None = None) -> str:
         if at is None:
@@ -124,6 +127,14 @@ class Renderer:
     # -- rendering -----------------------------------------------------------------------
     def text(self, reply: Reply) -> str:
         return self.text_env.get_template(f"text/{reply.template}.txt.j2").render(**reply.context).rstrip() + "\n"
+
+    def view(self, reply: Reply) -> dict:
+        """A whole Block Kit view (a modal), from templates/blocks/NAME.json.j2."""
+        raw = self.json_env.get_template(f"blocks/{reply.template}.json.j2").render(**reply.context)
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"template blocks/{reply.template}.json.j2 rendered invalid JSON: {e}\n{raw}") from e
 
     def blocks(self, reply: Reply) -> tuple[list[dict], str]:
         """Block Kit blocks and the fallback text Slack shows in notifications."""

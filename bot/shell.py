@@ -110,19 +110,31 @@ class Shell:
             verb, request_id = m.groups()
             action = {"approve": "cr_approve", "deny": "cr_deny", "cancel": "cr_cancel",
                       "rollback": "run_rollback", "resume": "run_resume", "abort": "run_abort",
-                      "plan": "plan_failover", "publish": "sp_publish", "skip": "sp_skip"}.get(verb, verb)
+                      "plan": "plan_failover", "publish": "sp_publish", "skip": "sp_skip", "edit": "sp_edit",
+                      "update": "inc_update"}.get(verb, verb)
             reply = self.click(self.services, self.actor, action, request_id)
             if reply is not None:
                 self.say(reply)
-            if self.services.outbox is not None:
-                self.services.outbox.drain(timeout=5.0)
+            self.after()
             return True
         command = self.services.command
         text = line[len(command):] if line.startswith(command + " ") or line == command else line
         self.say(self.dispatch(self.services, self.actor, text))
-        if self.services.outbox is not None:  # deliver side effects now, so they show here
-            self.services.outbox.drain(timeout=5.0)
+        self.after()
         return True
+
+    def after(self) -> None:
+        """The shell is a one-process bot: run what the scheduler and the outbox worker
+        would run in the background, so their effects show here."""
+        from bot.changes import expire_due
+        from bot.drills import tick
+        from bot.incidents import remind_due
+
+        expire_due(self.services)
+        tick(self.services)
+        remind_due(self.services)
+        if self.services.outbox is not None:
+            self.services.outbox.drain(timeout=5.0)
 
     def loop(self, stdin: TextIO | None = None) -> int:
         stdin = stdin or sys.stdin

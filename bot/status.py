@@ -13,7 +13,7 @@ from bot.config.models import LagConfig
 from bot.readiness import Assessment, Targets, assess, order_worst_first
 from bot.readings import Reading
 from bot.store import session_scope
-from bot.store.queries import current_regions, latest_drills
+from bot.store.queries import current_regions, latest_drills, latest_missed_drills
 from integrations.base import Target
 
 
@@ -70,6 +70,7 @@ class StatusService:
         readings = self.collector.read(probes)
         with session_scope(self.engine) as s:
             drills = latest_drills(s, [svc.name for svc in services])
+            missed = latest_missed_drills(s, [svc.name for svc in services])
         now = self.clock()
         out = []
         for svc in services:
@@ -77,6 +78,6 @@ class StatusService:
             lag = readings.get((svc.name, "lag")) or Reading.missing("lag", "no lag source configured")
             health = {r: readings[(svc.name, "health", r)] for r in svc.health}
             out.append(assess(svc.name, svc.tier, active, standby, targets_of(svc), lag, health,
-                              drills.get(svc.name), now))
+                              drills.get(svc.name), now, missed.get(svc.name)))
         elapsed = (self.clock() - started).total_seconds() * 1000
         return Report(order_worst_first(out), now, elapsed)

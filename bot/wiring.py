@@ -6,12 +6,15 @@ import os
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import jobs, outbox_handlers
+from bot import drills, jobs, outbox_handlers
 from bot.changes import expire_due
+from bot.incidents import remind_due
 from bot.collector import Collector
 from bot.config import LoadedConfig, load_config
+from bot.digest import digest_once
 from bot.engine import Runner
 from bot.outbox import Worker
 from bot.scheduler import Scheduler
@@ -19,6 +22,7 @@ from bot.render import Renderer
 from bot.services import Services
 from bot.status import StatusService
 from bot.store import DEFAULT_URL, create_schema, make_engine
+from bot.watch import watch_once
 from integrations import registry
 from integrations.base import Backend
 
@@ -72,8 +76,21 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
 def build_scheduler(services: Services) -> Scheduler:
     """The periodic jobs of a deployment; they run on the leader only, once it starts."""
     jobs.register("expire_due", lambda: expire_due(services))
-    scheduler = Scheduler(services)
+    jobs.register("drill_tick", lambda: drills.tick(services))
+    cfg = services.config.scheduler
+    scheduler = Scheduler(services, poll_interval=cfg.leader_poll.total_seconds(),
+                          misfire_grace=cfg.misfire_grace.total_seconds())
     scheduler.add_job("expire_due", IntervalTrigger(seconds=15))
+    watch, digest = services.config.watch, services.config.digest
+    if watch.enabled:
+        jobs.register("readiness_watch", lambda: watch_once(services))
+        scheduler.add_job("readiness_watch", IntervalTrigger(seconds=watch.interval.total_seconds()))
+    if digest.enabled:
+        jobs.register("weekly_digest", lambda: digest_once(services))
+        scheduler.add_job("weekly_digest", CronTrigger.from_crontab(digest.cron, timezone=digest.timezone))
+    scheduler.add_job("drill_tick", IntervalTrigger(seconds=cfg.drill_tick.total_seconds()))
+    jobs.register("incident_reminders", lambda: remind_due(services))
+    scheduler.add_job("incident_reminders", IntervalTrigger(seconds=60))
     return scheduler
 
 

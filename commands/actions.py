@@ -10,6 +10,16 @@ from bot.services import Services
 
 ACTIONS = ("cr_approve", "cr_deny", "cr_cancel", "run_rollback", "run_resume", "run_abort")
 INCIDENT_ACTIONS = ("plan_failover", "sp_publish", "sp_skip")
+FORMS = ("drill_postpone", "drill_skip", "inc_update", "sp_edit")
+
+
+class FormError(Exception):
+    """A form value that is not acceptable: shown next to the field (Slack) or as a line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
 
 
 def click(services: Services, actor: Actor, action_id: str, value: str) -> Reply | None:
@@ -17,6 +27,8 @@ def click(services: Services, actor: Actor, action_id: str, value: str) -> Reply
     the message itself shows the new state)."""
     if action_id in INCIDENT_ACTIONS:
         return incident_click(services, actor, action_id, value)
+    if action_id in FORMS:
+        return open_form(services, action_id, value)
     if action_id not in ACTIONS or not value.isdigit():
         return Reply("refused", {"code": "unknown_action", "p": {"action": action_id}})
     request_id = int(value)
@@ -53,3 +65,76 @@ def incident_click(services: Services, actor: Actor, action_id: str, value: str)
     from bot.incidents import decide_preview
 
     return decide_preview(services, actor, int(value), publish=action_id == "sp_publish")
+
+
+def open_form(services: Services, form: str, value: str) -> Reply:
+    """The modal a button opens; ``value`` names what it is about."""
+    from bot.incidents import STATUSES
+
+    context = {"form": form, "value": value, "statuses": STATUSES, "body": "", "now": services.clock(),
+               "command": services.command, "tz": services.config.timezone}
+    if form == "sp_edit" and value.isdigit():
+        context["body"] = preview_body(services, int(value))
+    return Reply(f"modal_{form}", context, modal=True)
+
+
+def preview_body(services: Services, item_id: int) -> str:
+    import json
+
+    from bot.outbox_handlers import incident_context
+    from bot.store import session_scope
+    from bot.store.incident_tables import Incident, OutboxItem
+
+    with session_scope(services.engine) as s:
+        item = s.get(OutboxItem, item_id)
+        if item is None:
+            return ""
+        payload = json.loads(item.payload)
+        ctx = incident_context(services, s, s.get(Incident, payload["incident_id"]))
+    ctx |= {"status": payload["status"], "message": payload.get("message", "")}
+    return services.renderer.text(Reply("statuspage_body", ctx)).strip()
+
+
+def validate(services: Services, form: str, fields: dict[str, str]) -> None:
+    """Cheap checks of a submitted form, fast enough for Slack's 3-second ack; FormError
+    names the field to correct."""
+    from datetime import datetime, timezone
+
+    from bot.incidents import STATUSES
+
+    if form in ("drill_postpone", "drill_skip") and not (fields.get("reason") or "").strip():
+        raise FormError("reason", "say why, for the audit log")
+    if form == "drill_postpone":
+        stamp = fields.get("when", "")
+        if not stamp.isdigit():
+            raise FormError("when", "pick the new date and time")
+        if datetime.fromtimestamp(int(stamp), timezone.utc) <= services.clock():
+            raise FormError("when", "that time is in the past")
+    if form == "inc_update" and fields.get("status", "") not in STATUSES:
+        raise FormError("status", "pick the incident's status")
+    if form == "sp_edit" and not (fields.get("body") or "").strip():
+        raise FormError("body", "the status page needs some text")
+
+
+def submit(services: Services, actor: Actor, form: str, value: str, fields: dict[str, str]) -> Reply | None:
+    """A submitted modal. Raises FormError for a value to correct; returns what only the
+    submitter should see, or None."""
+    from datetime import datetime, timezone
+
+    from bot import drills, incidents
+
+    if form not in FORMS or not value.isdigit():
+        return Reply("refused", {"code": "unknown_action", "p": {"action": form}})
+    validate(services, form, fields)
+    try:
+        if form in ("drill_postpone", "drill_skip"):
+            to = datetime.fromtimestamp(int(fields["when"]), timezone.utc) if form == "drill_postpone" else None
+            drills.request_calendar_change(services, actor, int(value), form == "drill_skip",
+                                           fields["reason"].strip(), to)
+            return None
+        if form == "inc_update":
+            return incidents.update_from_form(services, actor, int(value), fields["status"],
+                                              fields.get("message", ""))
+        return incidents.decide_preview(services, actor, int(value), publish=True, body=fields["body"].strip())
+    except Refused as r:
+        return r.reply()

@@ -53,3 +53,35 @@ def regions_for(inv: Invocation, service: str, kind: str, to_region: str | None,
     if to not in (svc.active, svc.standby):
         raise UsageError(f"{service} runs only in {svc.active} and {svc.standby}", topic)
     return active, to
+
+
+def parse_when(words: list[str], tz: str, now, topic: str):
+    """A time people type: '2026-12-03 10:00' or '2026-12-03T10:00' (in ``tz`` unless it
+    carries an offset), or 'in 2h' / '+2h'. Returns (aware UTC datetime, words left)."""
+    from datetime import datetime, timezone
+    from zoneinfo import ZoneInfo
+
+    from bot.durations import DurationError, parse_duration
+
+    if not words:
+        raise UsageError("say when, e.g. `2026-12-03 10:00` or `in 2h`", topic)
+    if words[0] in ("in", "+") and len(words) > 1 or words[0].startswith("+"):
+        text = words[1] if words[0] in ("in", "+") else words[0][1:]
+        rest = words[2:] if words[0] in ("in", "+") else words[1:]
+        try:
+            return now + parse_duration(text), rest
+        except DurationError:
+            raise UsageError(f"'{text}' is not a duration (use 2h or 3d)", topic) from None
+    text, rest = words[0], words[1:]
+    if rest and len(rest[0]) in (4, 5) and ":" in rest[0]:
+        text, rest = f"{text}T{rest[0]}", rest[1:]
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"'{text}' is not a time (use 2026-12-03 10:00, or in 2h)", topic) from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=ZoneInfo(tz))
+    at = at.astimezone(timezone.utc)
+    if at <= now:
+        raise UsageError(f"{text} is in the past", topic)
+    return at, rest

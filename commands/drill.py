@@ -1,18 +1,63 @@
-"""``/dr drill SERVICE [SCENARIO] [REASON...]``: ask for a drill of a runbook scenario."""
+"""``/dr drill SERVICE [SCENARIO] [REASON...]``: ask for a drill now; and changes to the
+drill calendar, each approved like any change:
+``/dr drill schedule SERVICE WHEN [SCENARIO] [REASON...]``,
+``/dr drill postpone SERVICE to WHEN [REASON...]``, ``/dr drill skip SERVICE REASON...``."""
 from __future__ import annotations
 
+from bot import drills
+from bot.changes import Refused
 from bot.render import Reply
 from bot.store.models import RequestKind
-from commands.base import Invocation
-from commands.change_args import parse
+from commands.base import Invocation, UsageError, pick_service
+from commands.change_args import parse, parse_when
 from commands.requesting import request
 
 NAME = "drill"
+CALENDAR = ("schedule", "postpone", "skip")
 
 
 def run(inv: Invocation) -> Reply:
+    if inv.args and inv.args[0] in CALENDAR:
+        return _calendar(inv, inv.args[0], list(inv.args[1:]))
     args = parse(inv, NAME, allow_to=False)
     scenarios = inv.services.config.service(args.service).runbooks.drill
     words = list(args.rest)
     scenario = words.pop(0) if words and words[0] in scenarios else ""
-    return request(inv, RequestKind.DRILL, args, " ".join(words) or "scheduled practice", scenario=scenario)
+    return request(inv, RequestKind.DRILL, args, " ".join(words) or "practice", scenario=scenario)
+
+
+def _calendar(inv: Invocation, verb: str, words: list[str]) -> Reply:
+    sv = inv.services
+    if not words:
+        raise UsageError(f"name the service: `{sv.command} drill {verb} SERVICE ...`", NAME)
+    service = pick_service(inv, words.pop(0), NAME)
+    svc = sv.config.service(service)
+    now = sv.clock()
+    if verb == "schedule":
+        at, rest = parse_when(words, sv.config.timezone, now, NAME)
+        scenario = rest.pop(0) if rest and rest[0] in svc.runbooks.drill else "default"
+        if not svc.runbooks.steps("drill", scenario):
+            raise UsageError(f"{service} has no drill scenario '{scenario}'", NAME)
+        occ_id = drills.create_occurrence(sv, svc, "adhoc", at, scenario, requester=inv.actor,
+                                          reason=" ".join(rest) or "ad-hoc drill")
+        if occ_id is None:
+            raise UsageError(f"a drill of {service} is already planned for that time", NAME)
+        drills.tick(sv)  # announce it now if it is due
+        return Reply("drill_planned", {"service": service, "at": at, "command": sv.command})
+    occ = drills.next_open(sv, service)
+    if occ is None:
+        raise UsageError(f"{service} has no planned drill to {verb}", NAME)
+    if verb == "postpone":
+        if words and words[0] == "to":
+            words = words[1:]
+        at, rest = parse_when(words, sv.config.timezone, now, NAME)
+        kind, reason, to = RequestKind.DRILL_POSTPONE, " ".join(rest) or "postponed", at
+    else:
+        if not words:
+            raise UsageError("say why the drill is skipped", NAME)
+        kind, reason, to = RequestKind.DRILL_SKIP, " ".join(words), None
+    try:
+        req = drills.request_calendar_change(sv, inv.actor, occ.id, kind is RequestKind.DRILL_SKIP, reason, to)
+    except Refused as r:
+        return r.reply()
+    return Reply("request_created", {"req": req, "command": sv.command})

@@ -1,4 +1,4 @@
-"""``/dr plan SERVICE [failover|failback|drill [SCENARIO]] [to REGION]``: the dry run.
+"""``/dr plan SERVICE [to REGION] [failover|failback|drill [SCENARIO]]``: the dry run.
 Pre-flight checks with live values and every step with what it would do; changes nothing."""
 from __future__ import annotations
 

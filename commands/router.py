@@ -10,13 +10,13 @@ from types import ModuleType
 from bot.actor import Actor
 from bot.render import Reply
 from bot.services import Services
-from commands import cancel, drill, failback, failover, incident, outbox, plan, requests, status, timeline
+from commands import cancel, drill, drills, failback, failover, incident, outbox, plan, requests, status, timeline
 from commands import help as help_cmd
 from commands.base import Invocation, UsageError
 
 log = logging.getLogger(__name__)
 
-_MODULES: tuple[ModuleType, ...] = (status, failover, failback, drill, plan, requests, cancel, incident,
+_MODULES: tuple[ModuleType, ...] = (status, failover, failback, drill, drills, plan, requests, cancel, incident,
                                       timeline, outbox, help_cmd)
 
 

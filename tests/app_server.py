@@ -46,6 +46,9 @@ def running_app(services: Services, fake: FakeSlack) -> Iterator[RunningApp]:
     try:
         yield RunningApp(services, url, sender)
     finally:
+        flush = getattr(services.messenger, "flush", None)
+        if flush is not None:  # coalesced Slack updates still queued go out before the fake stops
+            flush(timeout=10)
         sender.close()
         server.should_exit = True
         thread.join(timeout=10)

@@ -304,6 +304,10 @@ def _check_references(config: Config, options: dict[str, BackendOptions]) -> lis
             if control is not None and (msg := capable(control.source, capability)):
                 out.append((loc + (key, "source"), msg))
         out += _check_runbooks(svc, loc, capable)
+        for j, schedule in enumerate(svc.drills):
+            if schedule.scenario not in svc.runbooks.drill:
+                out.append((loc + ("drills", j, "scenario"), f"{svc.name} has no drill scenario "
+                            f"{schedule.scenario!r} (add runbooks.drill.{schedule.scenario})"))
     return out
 
 

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from bot.config.incidents import AlertsConfig, IncidentsConfig, StatuspageConfig
 from bot.config.models_base import Duration, Name, Strict
 from bot.config.runbooks import Runbooks
+from bot.config.schedules import DigestConfig, DrillSchedule, SchedulerConfig, WatchConfig
 
 Tier = Literal["critical", "high", "medium", "low"]
 SLACK_ID = re.compile(r"^(U|W|S)[A-Z0-9]{2,}$")
@@ -106,6 +107,8 @@ class ServiceConfig(Strict):
     database: Control | None = None
     """Which region writes: a database-promoter source (aurora_global, rds, sandbox...)."""
     runbooks: Runbooks = Runbooks()
+    drills: list[DrillSchedule] = []
+    """Scheduled drills: announced ahead, approved ahead, run at their time."""
 
     def thresholds(self) -> tuple[timedelta, timedelta]:
         """(warning, critical) lag thresholds, defaulting to 40% and 80% of the RPO."""
@@ -135,6 +138,9 @@ class Config(Strict):
     alerts: AlertsConfig = AlertsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     statuspage: StatuspageConfig | None = None
+    watch: WatchConfig = WatchConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    digest: DigestConfig = DigestConfig()
     archive: Control | None = None
     """Where postmortem drafts and evidence are archived (a source of kind s3_archive)."""
     timezone: str = "UTC"

@@ -65,6 +65,20 @@ def attach(services: Services, client: WebClient) -> None:
     services.directory = Directory(lambda group: client.usergroups_users_list(usergroup=group)["users"], ttl=60)
 
 
+def _form_values(view: dict) -> dict[str, str]:
+    """Slack's view state as action_id -> text (inputs, selects, date-time pickers)."""
+    out = {}
+    for block in (view.get("state") or {}).get("values", {}).values():
+        for action_id, element in block.items():
+            value = element.get("value")
+            if value is None and element.get("selected_date_time") is not None:
+                value = str(element["selected_date_time"])
+            if value is None and element.get("selected_option"):
+                value = element["selected_option"].get("value")
+            out[action_id] = value or ""
+    return out
+
+
 def _actor(body: dict) -> Actor:
     user = body["user"]
     return Actor(id=user["id"], name=user.get("username") or user.get("name", ""), origin="slack",
@@ -95,9 +109,11 @@ def register(app: App, services: Services) -> None:
         ephemeral = bool((body.get("container") or {}).get("is_ephemeral", True))
         send(respond, services, status_cmd.reply_for(inv, service, ephemeral=ephemeral, replace=True))
 
-    def on_click(body, action, respond) -> None:
+    def on_click(body, action, respond, client) -> None:
         reply = actions.click(services, _actor(body), action["action_id"], action.get("value", ""))
-        if reply is not None:  # only the clicker sees why nothing happened
+        if reply is not None and reply.modal:
+            client.views_open(trigger_id=body["trigger_id"], view=services.renderer.view(reply))
+        elif reply is not None:  # only the clicker sees why nothing happened
             blocks, text = services.renderer.blocks(reply)
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
 
@@ -129,4 +145,26 @@ def register(app: App, services: Services) -> None:
     app.action(re.compile(r"^(cr|run)_[a-z]+$"))(ack=_ack, lazy=[on_click])
     app.event("message")(ack=_ack, lazy=[on_message])
     app.event("reaction_added")(ack=_ack, lazy=[on_reaction])
-    app.action(re.compile(r"^(plan_failover|sp_publish|sp_skip)$"))(ack=_ack, lazy=[on_click])
+    app.action(re.compile(r"^(plan_failover|sp_publish|sp_skip|sp_edit|inc_update|drill_postpone|drill_skip)$"))(
+        ack=_ack, lazy=[on_click])
+
+    def check_form(ack, body, view) -> None:
+        try:
+            actions.validate(services, view["callback_id"], _form_values(view))
+        except actions.FormError as e:
+            ack(response_action="errors", errors={e.field: e.message})
+            return
+        ack()
+
+    def on_form(body, view, client) -> None:
+        actor = _actor(body)
+        try:
+            reply = actions.submit(services, actor, view["callback_id"], view.get("private_metadata", ""),
+                                   _form_values(view))
+        except actions.FormError:
+            return  # already answered by check_form
+        if reply is not None:
+            blocks, text = services.renderer.blocks(reply)
+            client.chat_postMessage(channel=actor.id, blocks=blocks, text=text)  # a DM to the submitter
+
+    app.view(re.compile(r"^(drill_postpone|drill_skip|inc_update|sp_edit)$"))(ack=check_form, lazy=[on_form])

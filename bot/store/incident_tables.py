@@ -65,6 +65,7 @@ class Incident(SQLModel, table=True):
     """When a status update was last published (for the reminder)."""
     statuspage_id: str = ""
     failover_suggested: bool = False
+    reminded_at: Optional[datetime] = _at(default=None, nullable=True)
     alerts_ts: str = ""
     """The alert digest message in the incident channel, updated in place."""
 

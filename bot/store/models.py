@@ -26,6 +26,8 @@ class RequestKind(str, enum.Enum):
     DRILL = "drill"
     ROLLBACK = "rollback"
     RESUME = "resume"
+    DRILL_SKIP = "drill_skip"
+    DRILL_POSTPONE = "drill_postpone"
 
 
 class RequestState(str, enum.Enum):
@@ -100,6 +102,11 @@ class ChangeRequest(SQLModel, table=True):
     """A rollback or resume request points at the request whose run it continues."""
     created_at: datetime = _at(default_factory=utcnow)
     expires_at: datetime = _at()
+    not_before: Optional[datetime] = _at(default=None, nullable=True)
+    """A scheduled drill: approved ahead of time, started by the scheduler at this time."""
+    occurrence_id: Optional[int] = None
+    """The scheduled drill this request runs, skips or postpones."""
+    postpone_to: Optional[datetime] = _at(default=None, nullable=True)
     decided_at: Optional[datetime] = _at(default=None, nullable=True)
     closed_at: Optional[datetime] = _at(default=None, nullable=True)
     state_reason: str = ""

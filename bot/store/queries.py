@@ -28,3 +28,17 @@ def latest_drills(session: Session, services: list[str] | None = None) -> dict[s
                                          rto_s=run.measured_rto_s, rpo_s=run.measured_rpo_s,
                                          request_id=run.request_id)
     return out
+
+
+def latest_missed_drills(session: Session, services: list[str] | None = None) -> dict[str, "datetime"]:
+    """Service -> start time of its most recent scheduled drill that was missed."""
+    from bot.store.drill_tables import DrillOccurrence, OccurrenceState
+
+    stmt = (select(DrillOccurrence).where(DrillOccurrence.state == OccurrenceState.MISSED)
+            .order_by(col(DrillOccurrence.starts_at).desc()))
+    if services is not None:
+        stmt = stmt.where(col(DrillOccurrence.service).in_(services))
+    out: dict = {}
+    for occ in session.exec(stmt):
+        out.setdefault(occ.service, occ.starts_at)
+    return out

@@ -1,0 +1,264 @@
+"""Scheduled drills: occurrences from each service's cron schedules, announced ahead of
+time (default 24h and 1h before, and at the start) in one thread, approved ahead of time
+by two people, started by the scheduler at their time only if approved, marked missed
+otherwise. ``tick`` is idempotent: every step is a conditional update or a unique insert,
+so a second tick, a restart or a leader change never announces or starts anything twice.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from bot import changes
+from bot.actor import Actor
+from bot.audit import record
+from bot.config import ServiceConfig
+from bot.config.schedules import DrillSchedule
+from bot.outbox import enqueue
+from bot.policy import policy_for
+from bot.preflight import run_preflight
+from bot.render import Reply
+from bot.services import Services
+from bot.store import session_scope
+from bot.store.drill_tables import DrillOccurrence, OccurrenceState
+from bot.store.models import ChangeRequest, RequestKind, RequestState
+from bot.store.transitions import move_request
+
+log = logging.getLogger(__name__)
+SCHEDULER = Actor(id="drbot", name="drill scheduler", origin="scheduler")
+
+
+def fire_times(schedule: DrillSchedule, after: datetime, until: datetime) -> list[datetime]:
+    trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
+    out, previous, t = [], None, after
+    while len(out) < 50:
+        t = trigger.get_next_fire_time(previous, t)
+        if t is None or t > until:
+            break
+        out.append(t)
+        previous = t
+        t = t + timedelta(seconds=1)
+    return out
+
+
+def lead_times(schedule: DrillSchedule | None) -> list[int]:
+    """Announcement lead times in seconds, largest first, ending with 0 (the start).
+    An ad-hoc drill (no schedule) uses the defaults."""
+    announce = schedule.announce if schedule else DrillSchedule.model_fields["announce"].default
+    return sorted({int(x.total_seconds()) for x in announce}, reverse=True) + [0]
+
+
+def channel_for(services: Services, svc: ServiceConfig, schedule: DrillSchedule | None) -> str:
+    return (schedule.channel if schedule else None) or svc.channel or services.config.slack.channels.announcements or ""
+
+
+def schedule_of(services: Services, occ: DrillOccurrence) -> DrillSchedule | None:
+    svc = services.config.service(occ.service)
+    return next((d for d in svc.drills if d.name == occ.schedule), None) if svc else None
+
+
+# -- planning ---------------------------------------------------------------------------
+
+def plan_occurrences(services: Services, now: datetime) -> list[int]:
+    """Create the occurrences (and their change requests) due for a first announcement."""
+    created = []
+    for svc in services.config.services:
+        for schedule in svc.drills:
+            horizon = now + timedelta(seconds=lead_times(schedule)[0])
+            for at in fire_times(schedule, now - schedule.grace, horizon):
+                occ_id = create_occurrence(services, svc, schedule.name, at, schedule.scenario)
+                if occ_id is not None:
+                    created.append(occ_id)
+    return created
+
+
+def create_occurrence(services: Services, svc: ServiceConfig, schedule: str, at: datetime, scenario: str,
+                      requester: Actor = SCHEDULER, reason: str = "") -> int | None:
+    """One occurrence and its drill request, collecting approvals until ``at``. None when
+    it exists already (the unique key makes planning idempotent)."""
+    steps = svc.runbooks.steps("drill", scenario)
+    active, standby = services.status.regions()[svc.name]
+    pre = run_preflight(services, svc, active, standby, steps)
+    policy = policy_for(services.config, svc.name)
+    now = services.clock()
+    try:
+        with session_scope(services.engine) as s:
+            occ = DrillOccurrence(service=svc.name, schedule=schedule, planned_for=at, starts_at=at,
+                                  channel=channel_for(services, svc, _named(svc, schedule)))
+            s.add(occ)
+            s.flush()
+            req = ChangeRequest(kind=RequestKind.DRILL, service=svc.name, from_region=active, to_region=standby,
+                                scenario=scenario, reason=reason or f"scheduled drill {schedule}",
+                                requester=requester.id, requester_name=requester.name,
+                                required_approvals=max(policy.required, 2 if requester is SCHEDULER else 1),
+                                created_at=now, expires_at=at, not_before=at, occurrence_id=occ.id,
+                                preflight=pre.to_json(), channel=occ.channel, origin="scheduler")
+            s.add(req)
+            s.flush()
+            occ.request_id = req.id
+            record(s, requester, "drill.planned", target=svc.name, request_id=req.id, service=svc.name,
+                   detail={"schedule": schedule, "starts_at": at.isoformat(), "occurrence": occ.id})
+            return occ.id
+    except IntegrityError:
+        return None
+
+
+def _named(svc: ServiceConfig, schedule: str) -> DrillSchedule | None:
+    return next((d for d in svc.drills if d.name == schedule), None)
+
+
+# -- the tick ---------------------------------------------------------------------------
+
+def tick(services: Services) -> dict[str, list[int]]:
+    """Plan, announce, start or miss whatever is due now. Safe to run at any rate."""
+    now = services.clock()
+    done: dict[str, list[int]] = {"planned": plan_occurrences(services, now), "announced": [], "started": [],
+                                  "missed": []}
+    with session_scope(services.engine) as s:
+        open_ = s.exec(select(DrillOccurrence).where(DrillOccurrence.state == OccurrenceState.PLANNED)
+                       .order_by(col(DrillOccurrence.starts_at))).all()
+    for occ in open_:
+        if now >= occ.starts_at:
+            outcome = _start_or_miss(services, occ, now)
+            done[outcome].append(occ.id)
+        elif _announce(services, occ, now):
+            done["announced"].append(occ.id)
+    return done
+
+
+def _due_leads(services: Services, occ: DrillOccurrence, now: datetime) -> list[int]:
+    seen = {int(x) for x in occ.announced.split(",") if x}
+    leads = [lead for lead in lead_times(schedule_of(services, occ)) if lead and lead not in seen]
+    return [lead for lead in leads if now >= occ.starts_at - timedelta(seconds=lead)]
+
+
+def _mark(services: Services, occ: DrillOccurrence, leads: list[int], **values) -> bool:
+    """Conditionally record announced leads: only the tick that changes the row posts."""
+    seen = sorted({int(x) for x in occ.announced.split(",") if x} | set(leads), reverse=True)
+    with session_scope(services.engine) as s:
+        stmt = (update(DrillOccurrence).where(DrillOccurrence.id == occ.id,
+                                              DrillOccurrence.announced == occ.announced,
+                                              DrillOccurrence.state == OccurrenceState.PLANNED)
+                .values(announced=",".join(map(str, seen)), **values))
+        return s.execute(stmt).rowcount == 1
+
+
+def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
+    due = _due_leads(services, occ, now)
+    if not due or not _mark(services, occ, due):
+        return False
+    lead = min(due)  # several due after a pause: one announcement, the nearest
+    if not occ.channel:
+        return True
+    if not occ.thread_ts:
+        ts = services.messenger.post(occ.channel, changes.message(services, occ.request_id))
+        with session_scope(services.engine) as s:
+            s.get(DrillOccurrence, occ.id).thread_ts = ts
+            req = s.get(ChangeRequest, occ.request_id)
+            req.message_ts = ts
+            if _named_schedule_maintenance(services, occ):
+                enqueue(s, "statuspage.maintenance", f"statuspage:drill:{occ.id}", f"drill:{occ.id}:maintenance",
+                        {"occurrence_id": occ.id})
+    else:
+        services.messenger.post(occ.channel, Reply("drill_reminder", _context(services, occ, lead), ephemeral=False),
+                                thread_ts=occ.thread_ts)
+        changes.refresh(services, occ.request_id)
+    return True
+
+
+def _named_schedule_maintenance(services: Services, occ: DrillOccurrence) -> bool:
+    schedule = schedule_of(services, occ)
+    return bool(schedule and schedule.maintenance and services.config.statuspage is not None)
+
+
+def _context(services: Services, occ: DrillOccurrence, lead: int) -> dict:
+    with session_scope(services.engine) as s:
+        req = s.get(ChangeRequest, occ.request_id)
+    return {"occ": occ, "req": req, "lead": lead, "schedule": schedule_of(services, occ), "now": services.clock(),
+            "command": services.command}
+
+
+def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> str:
+    schedule = schedule_of(services, occ)
+    grace = schedule.grace if schedule else timedelta(minutes=15)
+    with session_scope(services.engine) as s:
+        req = s.get(ChangeRequest, occ.request_id)
+        late = now > occ.starts_at + grace
+        start = req.state is RequestState.APPROVED and not late
+        state = OccurrenceState.STARTED if start else OccurrenceState.MISSED
+        why = "" if start else ("drbot was not running at its time" if late and req.state is RequestState.APPROVED
+                                else f"not approved before its start ({req.state.value})")
+        moved = s.execute(update(DrillOccurrence).where(DrillOccurrence.id == occ.id,
+                                                        DrillOccurrence.state == OccurrenceState.PLANNED)
+                          .values(state=state, note=why)).rowcount == 1
+        if not moved:
+            return "started" if start else "missed"
+        if not start:
+            move_request(s, req.id, [RequestState.PENDING, RequestState.APPROVED], RequestState.EXPIRED,
+                         closed_at=now, state_reason=f"drill missed: {why}")
+            record(s, SCHEDULER, "drill.missed", target=occ.service, request_id=req.id, service=occ.service,
+                   detail={"occurrence": occ.id, "why": why, "starts_at": occ.starts_at.isoformat()})
+    if occ.channel:
+        reply = Reply("drill_started" if start else "drill_missed", _context(services, occ, 0) | {"why": why},
+                      ephemeral=False)
+        services.messenger.post(occ.channel, reply, thread_ts=occ.thread_ts or None)
+    if start:
+        services.runner.start(occ.request_id)
+    else:
+        changes.refresh(services, occ.request_id)
+    return "started" if start else "missed"
+
+
+# -- changing the calendar (approved like any change) -----------------------------------
+
+def next_open(services: Services, service: str, schedule: str | None = None) -> DrillOccurrence | None:
+    with session_scope(services.engine) as s:
+        stmt = select(DrillOccurrence).where(DrillOccurrence.service == service,
+                                             DrillOccurrence.state == OccurrenceState.PLANNED)
+        if schedule:
+            stmt = stmt.where(DrillOccurrence.schedule == schedule)
+        return s.exec(stmt.order_by(col(DrillOccurrence.starts_at))).first()
+
+
+def apply_calendar_change(services: Services, req: ChangeRequest) -> str:
+    """Executes an approved skip or postpone; returns what happened, for the record."""
+    now = services.clock()
+    with session_scope(services.engine) as s:
+        occ = s.get(DrillOccurrence, req.occurrence_id)
+        if occ is None or occ.state is not OccurrenceState.PLANNED:
+            return "the drill is no longer planned; nothing changed"
+        drill = s.get(ChangeRequest, occ.request_id)
+        if req.kind is RequestKind.DRILL_SKIP:
+            occ.state, occ.note = OccurrenceState.SKIPPED, req.reason
+            move_request(s, drill.id, [RequestState.PENDING, RequestState.APPROVED], RequestState.CANCELLED,
+                         closed_at=now, state_reason=f"skipped: {req.reason}")
+            what = f"skipped: {req.reason}"
+        else:
+            occ.starts_at, occ.announced = req.postpone_to, ""
+            drill.not_before = req.postpone_to
+            drill.expires_at = req.postpone_to
+            what = f"postponed to {req.postpone_to.isoformat(timespec='minutes')}"
+        record(s, SCHEDULER, f"drill.{'skipped' if req.kind is RequestKind.DRILL_SKIP else 'postponed'}",
+               target=occ.service, request_id=drill.id, service=occ.service, text=req.reason,
+               detail={"occurrence": occ.id, "by_request": req.id, "to": str(req.postpone_to)})
+    changes.refresh(services, occ.request_id)
+    return what
+
+
+def request_calendar_change(services: Services, actor: Actor, occurrence_id: int, skip: bool, reason: str,
+                            postpone_to: datetime | None = None) -> ChangeRequest:
+    """Ask to skip or postpone a planned drill; runs after approval like any change."""
+    with session_scope(services.engine) as s:
+        occ = s.get(DrillOccurrence, occurrence_id)
+    if occ is None or occ.state is not OccurrenceState.PLANNED:
+        raise changes.Refused("not_in_state", id=occurrence_id, state=occ.state.value if occ else "unknown",
+                              wanted="planned")
+    kind = RequestKind.DRILL_SKIP if skip else RequestKind.DRILL_POSTPONE
+    channel_actor = Actor(id=actor.id, name=actor.name, origin=actor.origin, channel=actor.channel or occ.channel)
+    return changes.create(services, channel_actor, kind, occ.service, "", "", [], reason,
+                          occurrence_id=occ.id, postpone_to=postpone_to)

@@ -1,0 +1,246 @@
+"""``drbot evidence``: the pack auditors ask for.
+
+Every drill, failover, failback and rollback run that started in a window, each as JSON
+(the record, straight from the store) and as Markdown (the same, readable; rendered from
+``templates/text/evidence_run.txt.j2``), plus an index and a manifest with the SHA-256 of
+every file. Times are ISO-8601 UTC. The pack is written into a temporary directory next to
+the destination and renamed into place at the end, so it is never half-written.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import shutil
+import sys
+from collections import Counter
+from datetime import date, datetime, time, timedelta, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from bot.config import Config
+from bot.render import Renderer, Reply
+from bot.store import session_scope
+from bot.store.models import Approval, ChangeRequest, RequestKind, Run, RunStep, TimelineEvent
+
+EXIT_OK, EXIT_BAD_ARGUMENT = 0, 2
+RUN_KINDS = (RequestKind.FAILOVER, RequestKind.FAILBACK, RequestKind.DRILL, RequestKind.ROLLBACK)
+CHILD_KINDS = (RequestKind.ROLLBACK, RequestKind.RESUME)
+DEFAULT_WINDOW = timedelta(days=90)
+EXAMPLE = "2024-05-01 or {flag} 2024-05-01T09:30:00Z"
+
+
+class BadArgument(ValueError):
+    """A flag the export cannot use; the CLI prints it and exits 2."""
+
+
+def iso(at: datetime | None) -> str | None:
+    return None if at is None else at.astimezone(timezone.utc).isoformat(timespec="microseconds").replace(
+        "+00:00", "Z")
+
+
+def parse_when(flag: str, value: str, end_of_day: bool = False) -> datetime:
+    """An ISO date or datetime, UTC unless it says otherwise. A date alone means its
+    midnight, or with ``end_of_day`` the next midnight (so ``--until`` includes that day)."""
+    text = value.strip()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        day = None
+    if day is not None:
+        return datetime.combine(day, time(), timezone.utc) + timedelta(days=1 if end_of_day else 0)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadArgument(f"{flag} {value!r} is not a date: use an ISO date or datetime in UTC, "
+                          f"e.g. {flag} {EXAMPLE.format(flag=flag)}") from None
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at.astimezone(timezone.utc)
+
+
+def _json_or_text(text: str) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _ok(measured: float | None, target: float | None) -> bool | None:
+    return None if measured is None or target is None else measured <= target
+
+
+def _family(s: Session, request_id: int) -> list[ChangeRequest]:
+    """The request's rollback and resume children, and theirs, in id order."""
+    out, frontier = [], [request_id]
+    while frontier:
+        kids = list(s.exec(select(ChangeRequest).where(col(ChangeRequest.parent_id).in_(frontier),
+                                                       col(ChangeRequest.kind).in_(CHILD_KINDS))))
+        out += kids
+        frontier = [k.id for k in kids]
+    return sorted(out, key=lambda r: r.id)
+
+
+def _record(s: Session, run: Run, req: ChangeRequest, config: Config | None) -> dict[str, Any]:
+    children = _family(s, req.id)
+    approving = [req.id] + [c.id for c in children if c.kind is RequestKind.RESUME]  # a resume continues this run
+    approvals = s.exec(select(Approval).where(col(Approval.request_id).in_(approving)).order_by(col(Approval.id)))
+    steps = s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(col(RunStep.id)))
+    events = s.exec(select(TimelineEvent).where(col(TimelineEvent.request_id).in_([req.id] + [c.id for c in children]))
+                    .order_by(col(TimelineEvent.at), col(TimelineEvent.id)))
+    svc = config.service(run.service) if config is not None else None
+    rto = svc.rto.total_seconds() if svc else None
+    rpo = svc.rpo.total_seconds() if svc else None
+    return {
+        "request": {
+            "id": req.id, "kind": req.kind.value, "service": req.service, "from_region": req.from_region,
+            "to_region": req.to_region, "scenario": req.scenario, "reason": req.reason,
+            "requester": req.requester, "requester_name": req.requester_name, "state": req.state.value,
+            "state_reason": req.state_reason, "required_approvals": req.required_approvals,
+            "break_glass": req.break_glass, "justification": req.justification, "parent_id": req.parent_id,
+            "created_at": iso(req.created_at), "expires_at": iso(req.expires_at),
+            "decided_at": iso(req.decided_at), "closed_at": iso(req.closed_at),
+        },
+        "approvals": [{"request_id": a.request_id, "approver": a.approver, "approver_name": a.approver_name,
+                       "decision": "approve" if a.approve else "deny", "at": iso(a.at)} for a in approvals],
+        "run": {
+            "id": run.id, "state": run.state.value, "approved_at": iso(run.approved_at),
+            "started_at": iso(run.started_at), "ended_at": iso(run.ended_at), "verified_at": iso(run.verified_at),
+            "measured_rto_s": run.measured_rto_s, "measured_rpo_s": run.measured_rpo_s, "passed": run.passed,
+            "error": run.error, "owner": run.owner,
+        },
+        "targets": {"tier": svc.tier if svc else None, "rto_s": rto, "rpo_s": rpo,
+                    "rto_ok": _ok(run.measured_rto_s, rto), "rpo_ok": _ok(run.measured_rpo_s, rpo)},
+        "steps": [{"position": st.position, "attempt": st.attempt, "name": st.name, "action": st.action,
+                   "rollback": st.rollback, "state": st.state.value, "started_at": iso(st.started_at),
+                   "ended_at": iso(st.ended_at), "error": st.error, "output": _json_or_text(st.output),
+                   "duration_s": (st.ended_at - st.started_at).total_seconds()
+                   if st.started_at and st.ended_at else None} for st in steps],
+        "timeline": [{"at": iso(e.at), "request_id": e.request_id, "service": e.service, "kind": e.kind,
+                      "actor": e.actor, "text": e.text, "data": _json_or_text(e.data)} for e in events],
+    }
+
+
+def collect(engine: Engine, since: datetime, until: datetime | None = None, service: str | None = None,
+            config: Config | None = None) -> list[dict[str, Any]]:
+    """One record per run of a drill, failover, failback or rollback that started at or
+    after ``since`` and before ``until``, oldest first. Targets are ``config``'s (now)."""
+    with session_scope(engine) as s:
+        stmt = (select(Run, ChangeRequest).join(ChangeRequest, ChangeRequest.id == Run.request_id)
+                .where(col(Run.kind).in_(RUN_KINDS), Run.started_at >= since))
+        if until is not None:
+            stmt = stmt.where(Run.started_at < until)
+        if service:
+            stmt = stmt.where(Run.service == service)
+        return [_record(s, run, req, config) for run, req in s.exec(stmt.order_by(col(Run.started_at), col(Run.id)))]
+
+
+def stem(record: dict[str, Any]) -> str:
+    req = record["request"]
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"run-{req['id']}-{req['kind']}-{req['service']}")
+
+
+def index(records: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for r in records:
+        run, t = r["run"], r["targets"]
+        rows.append({
+            "request_id": r["request"]["id"], "date": run["started_at"][:10], "started_at": run["started_at"],
+            "service": r["request"]["service"], "kind": r["request"]["kind"], "state": run["state"],
+            "passed": run["passed"], "break_glass": r["request"]["break_glass"],
+            "rto": {"measured_s": run["measured_rto_s"], "target_s": t["rto_s"], "ok": t["rto_ok"]},
+            "rpo": {"measured_s": run["measured_rpo_s"], "target_s": t["rpo_s"], "ok": t["rpo_ok"]},
+            "approvers": [a["approver"] for a in r["approvals"] if a["decision"] == "approve"],
+            "approver_names": [a["approver_name"] or a["approver"] for a in r["approvals"]
+                               if a["decision"] == "approve"],
+            "json": stem(r) + ".json", "markdown": stem(r) + ".md",
+        })
+    summary = {"runs": len(rows), "passed": sum(1 for x in rows if x["passed"] is True),
+               "not_passed": sum(1 for x in rows if x["passed"] is not True),
+               "by_kind": dict(Counter(x["kind"] for x in rows)), "by_state": dict(Counter(x["state"] for x in rows))}
+    return {"runs": rows, "summary": summary}
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def write(records: list[dict[str, Any]], out_dir: str | Path, renderer: Renderer, *, parameters: dict[str, Any],
+          generated_at: datetime, version: str, force: bool = False) -> dict[str, Any]:
+    """Write the pack into ``out_dir`` (replacing it only with ``force``); the manifest."""
+    out = Path(out_dir)
+    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
+        raise BadArgument(f"--out {out} is not empty: choose another directory or pass --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()  # not mkdtemp: the pack gets the umask's permissions, not 0700
+    files: dict[str, str] = {}
+    head = {"generated_at": iso(generated_at), "parameters": parameters, "drbot_version": version}
+    try:
+        for r in records:
+            files[stem(r) + ".json"] = _dumps(r)
+            files[stem(r) + ".md"] = renderer.text(Reply("evidence_run", {"r": r, "stem": stem(r)}))
+        idx = head | index(records)
+        files["index.json"] = _dumps(idx)
+        files["index.md"] = renderer.text(Reply("evidence_index", idx))
+        hashes = {}
+        for name, text in sorted(files.items()):
+            data = text.encode("utf-8")
+            (tmp / name).write_bytes(data)
+            hashes[name] = hashlib.sha256(data).hexdigest()
+        manifest = head | {"algorithm": "sha256", "files": hashes}
+        (tmp / "manifest.json").write_text(_dumps(manifest), encoding="utf-8")
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Put ``tmp`` where ``out`` is; an old ``out`` is moved aside first, then removed."""
+    old = None
+    if out.exists() or out.is_symlink():
+        old = out.with_name(f"{tmp.name}.old")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None and old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old)
+    elif old is not None:
+        old.unlink()
+
+
+def version() -> str:
+    try:
+        return metadata.version("drbot")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def export(services, args) -> int:
+    """``drbot evidence``: 0 when the pack is written, 2 on a bad argument."""
+    now = services.clock()
+    try:
+        since = parse_when("--since", args.since) if args.since else now - DEFAULT_WINDOW
+        until = parse_when("--until", args.until, end_of_day=True) if args.until else None
+        if until is not None and until <= since:
+            raise BadArgument(f"--until {args.until} is not after --since {iso(since)}")
+        records = collect(services.engine, since, until, args.service, services.config)
+        if args.service and services.config.service(args.service) is None and not records:
+            raise BadArgument(f"--service {args.service!r}: no such service and no runs of it "
+                              f"(services: {', '.join(services.config.service_names)})")
+        out = Path(args.out or f"evidence-{now.astimezone(timezone.utc):%Y%m%d}")
+        parameters = {"since": iso(since), "until": iso(until), "service": args.service, "out": str(out),
+                      "force": bool(args.force), "config": services.loaded.path}
+        write(records, out, services.renderer, parameters=parameters, generated_at=now, version=version(),
+              force=args.force)
+    except BadArgument as e:
+        print(f"drbot evidence: {e}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENT
+    print(out)
+    return EXIT_OK
