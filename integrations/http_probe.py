@@ -17,18 +17,17 @@ settings win over ``verify_tls``), except that every request carries ``timeout``
 """
 from __future__ import annotations
 
-import threading
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 from pydantic import Field, field_validator
 
 from integrations.base import (
-    HEALTH, Backend, BackendOptions, CheckResult, ErrorKind, HealthReading,
+    HEALTH, BackendOptions, CheckResult, ErrorKind, HealthReading,
     IntegrationError, Target, utcnow,
 )
-from integrations.http_client import make_client
+from integrations.http_client import HttpBackend, check_http_url, make_client
 
 
 class HttpProbeOptions(BackendOptions):
@@ -42,16 +41,10 @@ class HttpProbeOptions(BackendOptions):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"url is not a valid URL ({exc})") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("url must be http:// or https:// followed by a host")
-        return value
+        return check_http_url(value)
 
 
-class HttpProbe(Backend):
+class HttpProbe(HttpBackend):
     """Probes one URL and judges the answer's status and latency."""
 
     kind = "http_probe"
@@ -59,25 +52,9 @@ class HttpProbe(Backend):
     capabilities = frozenset({HEALTH})
     options: HttpProbeOptions
 
-    def __init__(self, name: str, options: HttpProbeOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._owns_client = client is None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> httpx.Client:
-        """The injected ``httpx.Client``, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(self.options.timeout, self.options.verify_tls,
-                                           follow_redirects=False)
-            return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client if this backend created it."""
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
+    def _make_client(self) -> httpx.Client:
+        return make_client(self.options.timeout, self.options.verify_tls,
+                           follow_redirects=False)
 
     def _expected(self) -> str:
         return " or ".join(str(s) for s in self.options.expect_status)

@@ -18,7 +18,6 @@ query with no series or a non-numeric value are PERMANENT.
 from __future__ import annotations
 
 import math
-import threading
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -26,10 +25,10 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from integrations.base import (
-    LAG, Backend, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
+    LAG, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
     LagSample, Target, utcnow,
 )
-from integrations.http_client import make_client
+from integrations.http_client import HttpBackend, check_http_url
 
 Series = tuple[dict[str, str], float, float]  # labels, unix time, raw value
 TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
@@ -49,13 +48,7 @@ class PrometheusOptions(BackendOptions):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"url is not a valid URL ({exc})") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("url must be http:// or https:// followed by a host")
-        return value.rstrip("/")
+        return check_http_url(value).rstrip("/")
 
     @model_validator(mode="after")
     def _few_points(self) -> "PrometheusOptions":
@@ -70,32 +63,13 @@ def _labels(labels: dict[str, str]) -> str:
     return f"{name}{{{rest}}}"
 
 
-class PrometheusLag(Backend):
+class PrometheusLag(HttpBackend):
     """Reads replication lag (seconds) from a Prometheus-compatible query API."""
 
     kind = "prometheus"
     Options = PrometheusOptions
     capabilities = frozenset({LAG})
     options: PrometheusOptions
-
-    def __init__(self, name: str, options: PrometheusOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._owns_client = client is None
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> httpx.Client:
-        """The injected ``httpx.Client``, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(self.options.timeout)
-            return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client if this backend created it."""
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
 
     # -- capability -------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ called before every HTTP request, lookups included, and may wait there.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,9 +32,9 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 
 from integrations.base import (
-    STATUS, Backend, BackendOptions, CheckResult, ErrorKind, IntegrationError,
+    STATUS, BackendOptions, CheckResult, ErrorKind, IntegrationError,
 )
-from integrations.http_client import make_client
+from integrations.http_client import HttpBackend, check_http_url
 
 INCIDENT_STATUSES = ("investigating", "identified", "monitoring", "resolved")
 MAINTENANCE_STATUSES = ("scheduled", "in_progress", "verifying", "completed")
@@ -82,13 +81,7 @@ class StatuspageOptions(BackendOptions):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"base_url is not a valid URL ({exc})") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError("base_url must be http:// or https:// followed by a host")
-        return value.rstrip("/")
+        return check_http_url(value, "base_url").rstrip("/")
 
 
 def _refuse(message: str) -> IntegrationError:
@@ -139,7 +132,7 @@ def _api_message(response: httpx.Response) -> str:
     return ""
 
 
-class Statuspage(Backend):
+class Statuspage(HttpBackend):
     """Opens, updates and resolves incidents and maintenances on one Statuspage page."""
 
     kind = "statuspage"
@@ -149,24 +142,8 @@ class Statuspage(Backend):
 
     def __init__(self, name: str, options: StatuspageOptions, client: Any = None):
         super().__init__(name, options, client)
-        self._owns_client = client is None
-        self._lock = threading.Lock()
         self.before_request: Callable[[], None] | None = None
         """Called before every HTTP request to the page (the caller's pacing)."""
-
-    @property
-    def client(self) -> httpx.Client:
-        """The injected ``httpx.Client``, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                self._client = make_client(self.options.timeout)
-            return self._client
-
-    def close(self) -> None:
-        """Close the HTTP client if this backend created it."""
-        if self._owns_client and self._client is not None:
-            self._client.close()
-            self._client = None
 
     # -- incidents ----------------------------------------------------------------------
 

@@ -25,15 +25,13 @@ impaired, configure ``region`` as (or switch it to) a healthy member's region.
 """
 from __future__ import annotations
 
-import threading
-import time
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from integrations.aws.session import make_client, translate_error
+from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    DATABASE, ActionResult, Backend, BackendOptions, CheckResult, ErrorKind,
+    DATABASE, ActionResult, BackendOptions, CheckResult, ErrorKind,
     IntegrationError, Target,
 )
 
@@ -62,29 +60,15 @@ class AuroraGlobalOptions(BackendOptions):
         return value
 
 
-class AuroraGlobal(Backend):
-    """Moves the writer of an Aurora global database between member regions."""
+class AuroraGlobal(AwsBackend):
+    """Moves the writer of an Aurora global database between member regions.
+    ``client``: the injected boto3 RDS client, or one created on first use."""
 
     kind = "aurora_global"
     Options = AuroraGlobalOptions
     capabilities = frozenset({DATABASE})
+    boto3_service = "rds"
     options: AuroraGlobalOptions
-
-    def __init__(self, name: str, options: AuroraGlobalOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._lock = threading.Lock()
-        self._sleep: Callable[[float], None] = time.sleep
-        self._clock: Callable[[], float] = time.monotonic
-
-    @property
-    def client(self) -> Any:
-        """The injected boto3 RDS client, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                o = self.options
-                self._client = make_client("rds", region=o.region, timeout=o.timeout,
-                                           endpoint_url=o.endpoint_url)
-            return self._client
 
     def describe(self) -> str:
         return f"Aurora global database {self.options.global_cluster_id}"
@@ -178,16 +162,7 @@ class AuroraGlobal(Backend):
     def _wait(self, target_arn: str, mode: str, started: dict[str, Any]) -> dict[str, Any]:
         o = self.options
         seen_busy = bool(_busy(started))
-        waited, deadline = 0.0, self._clock() + o.wait_timeout
-        while True:
-            if waited >= o.wait_timeout or self._clock() >= deadline:
-                raise IntegrationError(
-                    f"{self.name}: the {mode} of {self.describe()} was requested but has "
-                    f"not settled after {o.wait_timeout:g}s; watch it in the RDS "
-                    f"console.", ErrorKind.TRANSIENT)
-            step = min(o.poll_interval, o.wait_timeout - waited)
-            self._sleep(step)
-            waited += step
+        for _ in self._polls(o.wait_timeout, o.poll_interval, wait_first=True):
             gc = self._describe()
             busy = _busy(gc)
             seen_busy = seen_busy or bool(busy)
@@ -202,6 +177,10 @@ class AuroraGlobal(Backend):
                     f"with {self._region_of(writer, strict=False) if writer else 'no'} "
                     f"writer instead of {self._region_of(target_arn)}.",
                     ErrorKind.PERMANENT)
+        raise IntegrationError(
+            f"{self.name}: the {mode} of {self.describe()} was requested but has not "
+            f"settled after {o.wait_timeout:g}s; watch it in the RDS console.",
+            ErrorKind.TRANSIENT)
 
     def _members(self, gc: dict[str, Any]) -> dict[str, Any]:
         """region (or ARN when unconfigured) -> {writer, sync}, JSON-serialisable."""
@@ -230,8 +209,7 @@ class AuroraGlobal(Backend):
             f"members; add it to the source's options.", ErrorKind.PERMANENT)
 
     def _error(self, exc: Exception, doing: str) -> IntegrationError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code == "GlobalClusterNotFoundFault":
+        if error_code(exc) == "GlobalClusterNotFoundFault":
             return IntegrationError(
                 f"{self.name}: {self.describe()} does not exist (asked in "
                 f"{self.options.region}). Check global_cluster_id.", ErrorKind.PERMANENT)

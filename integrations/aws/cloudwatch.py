@@ -16,15 +16,14 @@ dimensions are wrong, or the metric is no longer published, and a person must lo
 """
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from integrations.aws.session import make_client, translate_error
+from integrations.aws.session import AwsBackend, translate_error
 from integrations.base import (
-    LAG, Backend, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
+    LAG, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
     LagSample, Target, utcnow,
 )
 
@@ -64,27 +63,15 @@ class CloudWatchOptions(BackendOptions):
         return value
 
 
-class CloudWatchLag(Backend):
-    """Reads replication lag (seconds) from one CloudWatch metric."""
+class CloudWatchLag(AwsBackend):
+    """Reads replication lag (seconds) from one CloudWatch metric. ``client``: the
+    injected boto3 CloudWatch client, or one created on first use."""
 
     kind = "cloudwatch"
     Options = CloudWatchOptions
     capabilities = frozenset({LAG})
+    boto3_service = "cloudwatch"
     options: CloudWatchOptions
-
-    def __init__(self, name: str, options: CloudWatchOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        """The injected boto3 CloudWatch client, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                o = self.options
-                self._client = make_client("cloudwatch", region=o.region,
-                                           timeout=o.timeout, endpoint_url=o.endpoint_url)
-            return self._client
 
     # -- descriptions used in messages ------------------------------------------------
 

@@ -17,16 +17,14 @@ an injected client is used for every region (tests).
 """
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from integrations.aws.session import make_client, translate_error
+from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    DATABASE, ActionResult, Backend, BackendOptions, CheckResult, ErrorKind,
+    DATABASE, ActionResult, BackendOptions, CheckResult, ErrorKind,
     IntegrationError, Target,
 )
 
@@ -86,30 +84,26 @@ class DbState:
         return f"RDS {self.what} {self.identifier} in {self.region} ({role}, {self.status})"
 
 
-class RdsPromoter(Backend):
+class RdsPromoter(AwsBackend):
     """Promotes the standby region's RDS read replica to a standalone writer."""
 
     kind = "rds"
     Options = RdsOptions
     capabilities = frozenset({DATABASE})
+    boto3_service = "rds"
     options: RdsOptions
 
     def __init__(self, name: str, options: RdsOptions, client: Any = None):
         super().__init__(name, options, client)
-        self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._sleep: Callable[[float], None] = time.sleep
-        self._clock: Callable[[], float] = time.monotonic
 
-    def client(self, region: str) -> Any:
+    def client(self, region: str) -> Any:  # type: ignore[override]  # one per region
         """The injected client, or this region's boto3 RDS client, created on first use."""
         with self._lock:
             if self._client is not None:
                 return self._client
             if region not in self._clients:
-                o = self.options
-                self._clients[region] = make_client("rds", region=region, timeout=o.timeout,
-                                                    endpoint_url=o.endpoint_url)
+                self._clients[region] = self._new_client(region)
             return self._clients[region]
 
     # -- capability -------------------------------------------------------------------
@@ -204,19 +198,14 @@ class RdsPromoter(Backend):
 
     def _wait_promoted(self, region: str) -> DbState:
         o = self.options
-        waited, deadline = 0.0, self._clock() + o.wait_timeout
-        while True:
+        for _ in self._polls(o.wait_timeout, o.poll_interval):
             state = self.state(region)
             if state.status == "available" and not state.replica:
                 return state
-            if waited >= o.wait_timeout or self._clock() >= deadline:
-                raise IntegrationError(
-                    f"{self.name}: promotion was requested but {state.text()} has not "
-                    f"finished after {o.wait_timeout:g}s; watch it in the RDS console.",
-                    ErrorKind.TRANSIENT)
-            step = min(o.poll_interval, o.wait_timeout - waited)
-            self._sleep(step)
-            waited += step
+        raise IntegrationError(
+            f"{self.name}: promotion was requested but {state.text()} has not "
+            f"finished after {o.wait_timeout:g}s; watch it in the RDS console.",
+            ErrorKind.TRANSIENT)
 
     def _target(self, region: str) -> RdsTarget:
         try:
@@ -232,8 +221,7 @@ class RdsPromoter(Backend):
             f"the identifier in the source's options.", ErrorKind.PERMANENT)
 
     def _error(self, exc: Exception, doing: str) -> IntegrationError:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code in NOT_FOUND_CODES:
+        if error_code(exc) in NOT_FOUND_CODES:
             return IntegrationError(f"{self.name}: {doing}: it does not exist. Check the "
                                     f"identifier in the source's options.",
                                     ErrorKind.PERMANENT)

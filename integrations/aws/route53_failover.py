@@ -23,16 +23,14 @@ raises TRANSIENT naming the change id (the change was submitted and will complet
 from __future__ import annotations
 
 import copy
-import threading
-import time
 from typing import Any, Callable, Literal
 
 from botocore.exceptions import ClientError
 from pydantic import Field, field_validator, model_validator
 
-from integrations.aws.session import make_client, translate_error
+from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    TRAFFIC, ActionResult, Backend, BackendOptions, CheckResult, ErrorKind,
+    TRAFFIC, ActionResult, BackendOptions, CheckResult, ErrorKind,
     IntegrationError, Target,
 )
 
@@ -81,29 +79,15 @@ class Route53FailoverOptions(BackendOptions):
         return self
 
 
-class Route53Failover(Backend):
-    """Moves traffic between regions by rewriting Route 53 failover or weighted records."""
+class Route53Failover(AwsBackend):
+    """Moves traffic between regions by rewriting Route 53 failover or weighted records.
+    ``client``: the injected boto3 Route 53 client, or one created on first use."""
 
     kind = "route53_failover"
     Options = Route53FailoverOptions
     capabilities = frozenset({TRAFFIC})
+    boto3_service = "route53"
     options: Route53FailoverOptions
-
-    def __init__(self, name: str, options: Route53FailoverOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._lock = threading.Lock()
-        self._sleep: Callable[[float], None] = time.sleep
-        self._clock: Callable[[], float] = time.monotonic
-
-    @property
-    def client(self) -> Any:
-        """The injected boto3 Route 53 client, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                o = self.options
-                self._client = make_client("route53", region=o.region,
-                                           timeout=o.timeout, endpoint_url=o.endpoint_url)
-            return self._client
 
     def describe(self) -> str:
         o = self.options
@@ -250,20 +234,18 @@ class Route53Failover(Backend):
 
     def _wait_insync(self, change_id: str, status: str) -> str:
         o = self.options
-        waited, deadline = 0.0, self._clock() + o.insync_timeout
-        while status != "INSYNC":
-            if waited >= o.insync_timeout or self._clock() >= deadline:
-                raise IntegrationError(
-                    f"{self.name}: Route 53 change {change_id} for {self.describe()} was "
-                    f"submitted but is still {status} after {o.insync_timeout:g}s; it "
-                    f"usually completes within a minute (aws route53 get-change --id "
-                    f"{change_id}).", ErrorKind.TRANSIENT)
-            step = min(o.poll_interval, o.insync_timeout - waited)
-            self._sleep(step)
-            waited += step
+        if status == "INSYNC":
+            return status
+        for _ in self._polls(o.insync_timeout, o.poll_interval, wait_first=True):
             response = self._call("waiting for", self.client.get_change, Id=change_id)
             status = str(response.get("ChangeInfo", {}).get("Status", status))
-        return status
+            if status == "INSYNC":
+                return status
+        raise IntegrationError(
+            f"{self.name}: Route 53 change {change_id} for {self.describe()} was "
+            f"submitted but is still {status} after {o.insync_timeout:g}s; it usually "
+            f"completes within a minute (aws route53 get-change --id {change_id}).",
+            ErrorKind.TRANSIENT)
 
     def _call(self, doing: str, method: Callable[..., Any], **kwargs: Any) -> Any:
         """Call with up to RETRY_ATTEMPTS tries on PriorRequestNotComplete/throttling."""
@@ -284,8 +266,7 @@ class Route53Failover(Backend):
 
     def _error(self, exc: Exception, doing: str) -> IntegrationError:
         o = self.options
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code == "NoSuchHostedZone":
+        if error_code(exc) == "NoSuchHostedZone":
             return IntegrationError(
                 f"{self.name}: hosted zone {o.hosted_zone_id} does not exist. Check "
                 f"hosted_zone_id (aws route53 list-hosted-zones).", ErrorKind.PERMANENT)

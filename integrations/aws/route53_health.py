@@ -14,15 +14,14 @@ is no evidence yet either way, and it is never reported as healthy.
 """
 from __future__ import annotations
 
-import threading
 from datetime import timezone
 from typing import Any
 
 from pydantic import Field
 
-from integrations.aws.session import make_client, translate_error
+from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    HEALTH, Backend, BackendOptions, CheckResult, ErrorKind, HealthReading,
+    HEALTH, BackendOptions, CheckResult, ErrorKind, HealthReading,
     IntegrationError, Target, utcnow,
 )
 
@@ -34,27 +33,15 @@ class Route53HealthOptions(BackendOptions):
     health_check_id: str = Field(min_length=1, max_length=64)
 
 
-class Route53Health(Backend):
-    """Health of one endpoint as seen by a Route 53 health check's checkers."""
+class Route53Health(AwsBackend):
+    """Health of one endpoint as seen by a Route 53 health check's checkers. ``client``:
+    the injected boto3 Route 53 client, or one created on first use."""
 
     kind = "route53_health"
     Options = Route53HealthOptions
     capabilities = frozenset({HEALTH})
+    boto3_service = "route53"
     options: Route53HealthOptions
-
-    def __init__(self, name: str, options: Route53HealthOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        """The injected boto3 Route 53 client, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                o = self.options
-                self._client = make_client("route53", region=o.region,
-                                           timeout=o.timeout, endpoint_url=o.endpoint_url)
-            return self._client
 
     def describe(self) -> str:
         return f"Route 53 health check {self.options.health_check_id}"
@@ -107,8 +94,7 @@ class Route53Health(Backend):
 
     def _error(self, exc: Exception, doing: str) -> IntegrationError:
         error = translate_error(exc, f"{self.name}: {doing} {self.describe()}")
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-        if code == "NoSuchHealthCheck":
+        if error_code(exc) == "NoSuchHealthCheck":
             return IntegrationError(
                 f"{self.name}: {self.describe()} does not exist. Check health_check_id "
                 f"(aws route53 list-health-checks).", ErrorKind.PERMANENT)

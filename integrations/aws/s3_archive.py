@@ -12,7 +12,6 @@ PERMANENT; see ``integrations.aws.session`` for the other error kinds.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,9 +19,9 @@ from typing import Any, Literal
 from botocore.exceptions import ClientError
 from pydantic import Field, field_validator, model_validator
 
-from integrations.aws.session import make_client, translate_error
+from integrations.aws.session import AwsBackend, translate_error
 from integrations.base import (
-    ARCHIVE, Backend, BackendOptions, CheckResult, ErrorKind, IntegrationError,
+    ARCHIVE, BackendOptions, CheckResult, ErrorKind, IntegrationError,
 )
 
 
@@ -60,27 +59,15 @@ class S3ArchiveOptions(BackendOptions):
         return self
 
 
-class S3Archive(Backend):
-    """Stores timelines and drill reports as objects in one S3 bucket."""
+class S3Archive(AwsBackend):
+    """Stores timelines and drill reports as objects in one S3 bucket. ``client``: the
+    injected boto3 S3 client, or one created on first use."""
 
     kind = "s3_archive"
     Options = S3ArchiveOptions
     capabilities = frozenset({ARCHIVE})
+    boto3_service = "s3"
     options: S3ArchiveOptions
-
-    def __init__(self, name: str, options: S3ArchiveOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self._lock = threading.Lock()
-
-    @property
-    def client(self) -> Any:
-        """The injected boto3 S3 client, or one created on first use."""
-        with self._lock:
-            if self._client is None:
-                o = self.options
-                self._client = make_client("s3", region=o.region, timeout=o.timeout,
-                                           endpoint_url=o.endpoint_url)
-            return self._client
 
     def describe(self) -> str:
         o = self.options

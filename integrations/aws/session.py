@@ -1,4 +1,5 @@
-"""Shared boto3 plumbing for the AWS backends: client creation and error translation.
+"""Shared boto3 plumbing for the AWS backends: client creation, error translation, the
+``AwsBackend`` base class and bounded polling.
 
 Clients are created only when a backend first needs one (never at import time), each
 from its own ``boto3.session.Session`` (the default session is not thread-safe), with
@@ -10,10 +11,18 @@ call can block without a bound.
 throttling, 5xx, timeouts and connection failures are TRANSIENT; access-denied and
 credential problems are NOT_PERMITTED; everything else (missing target, bad parameter)
 is PERMANENT.
+
+``AwsBackend`` holds what every boto3 backend shares: the lazily created, lock-guarded
+``client`` (from ``options.region``, ``options.timeout`` and ``options.endpoint_url``; an
+injected client is used as given) and ``_polls``, the bounded wait loop with an
+injectable ``_sleep`` and ``_clock``.
 """
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import boto3
 from botocore.config import Config
@@ -28,7 +37,7 @@ from botocore.exceptions import (
     ParamValidationError,
 )
 
-from integrations.base import ErrorKind, IntegrationError
+from integrations.base import Backend, BackendOptions, ErrorKind, IntegrationError
 
 MAX_ATTEMPTS = 2
 
@@ -108,3 +117,55 @@ def translate_error(exc: Exception, source: str) -> IntegrationError:
         return IntegrationError(f"{source}: {exc}.", ErrorKind.PERMANENT)
     return IntegrationError(f"{source}: unexpected error {type(exc).__name__}: {exc}.",
                             ErrorKind.PERMANENT)
+
+
+def error_code(exc: Exception) -> str | None:
+    """The AWS error code of a botocore ``ClientError`` (e.g. "NoSuchHealthCheck"), else
+    None; for a backend's own mapping of codes it knows before ``translate_error``."""
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+
+
+class AwsBackend(Backend):
+    """Base of the boto3 backends. Subclasses set ``boto3_service`` (e.g. "route53") and
+    have options with ``region`` and ``endpoint_url``."""
+
+    boto3_service: ClassVar[str]
+
+    def __init__(self, name: str, options: BackendOptions, client: Any = None):
+        super().__init__(name, options, client)
+        self._lock = threading.Lock()
+        self._sleep: Callable[[float], None] = time.sleep
+        self._clock: Callable[[], float] = time.monotonic
+
+    @property
+    def client(self) -> Any:
+        """The injected boto3 client, or one created on first use."""
+        with self._lock:
+            if self._client is None:
+                o: Any = self.options
+                self._client = self._new_client(o.region)
+            return self._client
+
+    def _new_client(self, region: str) -> Any:
+        """A new boto3 client for ``boto3_service`` in ``region``, per the options."""
+        o: Any = self.options
+        return make_client(self.boto3_service, region=region, timeout=o.timeout,
+                           endpoint_url=o.endpoint_url)
+
+    def _polls(self, timeout: float, interval: float, *,
+               wait_first: bool = False) -> Iterator[None]:
+        """Bounded polling: yields when it is time to poll, at once (unless
+        ``wait_first``) and after each ``_sleep(interval)`` (the last one cut so that
+        the sleeps add up to ``timeout``). Ends, instead of sleeping again, once the
+        sleeps add up to ``timeout`` or ``_clock`` passes the deadline (``timeout`` after
+        the first poll was asked for); the caller then raises its own timeout error."""
+        waited, deadline = 0.0, self._clock() + timeout
+        if not wait_first:
+            yield
+        while True:
+            if waited >= timeout or self._clock() >= deadline:
+                return
+            step = min(interval, timeout - waited)
+            self._sleep(step)
+            waited += step
+            yield
