@@ -239,7 +239,9 @@ class Runner:
             r = s.get(Run, run.id)
             values = {"ended_at": now, "error": why}
             if succeeded:
-                rto = (now - r.approved_at).total_seconds()
+                # a scheduled drill approved ahead of time is timed from its start, not from the click
+                began = max(r.approved_at, req.not_before) if req.not_before else r.approved_at
+                rto = (now - began).total_seconds()
                 values |= {"verified_at": now, "measured_rto_s": rto, "measured_rpo_s": rpo,
                            "passed": rto <= svc.rto.total_seconds() and (rpo is None or rpo <= svc.rpo.total_seconds())}
             else:

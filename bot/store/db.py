@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel, create_engine
@@ -78,7 +78,17 @@ def create_schema(engine: Engine) -> None:
     import bot.store.incident_tables  # noqa: F401
     import bot.store.models  # noqa: F401
 
-    SQLModel.metadata.create_all(engine)
+    if engine.dialect.name != "postgresql":
+        SQLModel.metadata.create_all(engine)
+        return
+    # replicas starting together on an empty database would race on CREATE TYPE / TABLE:
+    # one creates, the others wait for its commit, then find everything there
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        SQLModel.metadata.create_all(conn)
+
+
+_SCHEMA_LOCK = 0x6472626F74534348  # 'drbotSCH': serialises create_schema across processes
 
 
 @contextmanager
