@@ -107,3 +107,12 @@ def test_healthz_reports_database(app):
 
     r = httpx.get(app.url + "/healthz")
     assert r.status_code == 200 and r.json() == {"ok": True, "database": "ok"}
+
+
+def test_drills_are_shown_in_the_readers_time_zone(app, fake_slack):
+    fake_slack.users["U_TOKYO"] = {"id": "U_TOKYO", "name": "kenji", "real_name": "Kenji", "tz": "Asia/Tokyo"}
+    app.sender.slash_command("drills", user_id="U_TOKYO", user_name="kenji",
+                             response_url=fake_slack.response_url("tz"))
+    (reply,) = fake_slack.wait_for("response_url", 1)
+    assert "Times in Asia/Tokyo" in _texts(reply.params["blocks"])
+    assert [c.params["user"] for c in fake_slack.calls("users.info")] == ["U_TOKYO"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 
 from slack_bolt import App
@@ -65,6 +66,28 @@ def attach(services: Services, client: WebClient) -> None:
     services.directory = Directory(lambda group: client.usergroups_users_list(usergroup=group)["users"], ttl=60)
 
 
+class TimeZones:
+    """Each person's time zone from users.info, cached for an hour; None when unknown,
+    and then times are shown in the config's zone."""
+
+    def __init__(self, client: WebClient, ttl: float = 3600.0):
+        self.client, self.ttl = client, ttl
+        self._cache: dict[str, tuple[float, str | None]] = {}
+
+    def of(self, user_id: str) -> str | None:
+        now = time.monotonic()
+        hit = self._cache.get(user_id)
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            tz = self.client.users_info(user=user_id)["user"].get("tz")
+        except Exception as e:  # users:read missing, or Slack slow: fall back, never fail the command
+            log.info("no time zone for %s: %s", user_id, e)
+            tz = None
+        self._cache[user_id] = (now, tz)
+        return tz
+
+
 def _form_values(view: dict) -> dict[str, str]:
     """Slack's view state as action_id -> text (inputs, selects, date-time pickers)."""
     out = {}
@@ -96,9 +119,11 @@ def _ack(ack) -> None:
 
 
 def register(app: App, services: Services) -> None:
+    zones = TimeZones(app.client)
+
     def on_command(body, respond) -> None:
         actor = Actor(id=body["user_id"], name=body.get("user_name", ""), origin="slack",
-                      channel=body.get("channel_id"))
+                      channel=body.get("channel_id"), tz=zones.of(body["user_id"]))
         send(respond, services, dispatch(services, actor, body.get("text", "")))
 
     def on_refresh(body, action, respond) -> None:
