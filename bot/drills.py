@@ -137,38 +137,67 @@ def _due_leads(services: Services, occ: DrillOccurrence, now: datetime) -> list[
     return [lead for lead in leads if now >= occ.starts_at - timedelta(seconds=lead)]
 
 
-def _mark(services: Services, occ: DrillOccurrence, leads: list[int], **values) -> bool:
-    """Conditionally record announced leads: only the tick that changes the row posts."""
-    seen = sorted({int(x) for x in occ.announced.split(",") if x} | set(leads), reverse=True)
+POST = "slack.drill"
+
+
+def _post(services: Services, s, occ: DrillOccurrence, what: str, **payload) -> None:
+    """Queue a drill post in the transaction that decided it: it is delivered (in order,
+    paced, retried) even if Slack is down right now, and never twice."""
+    if occ.channel:
+        enqueue(s, POST, f"slack:drill:{occ.id}", f"drill:{occ.id}:{what}:{payload.get('lead', '')}:"
+                f"{occ.starts_at.isoformat()}", {"occurrence_id": occ.id, "what": what, **payload},
+                now=services.clock())
+
+
+def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
+    """Conditionally record the due announcement: only the tick that changes the row posts."""
+    due = _due_leads(services, occ, now)
+    if not due:
+        return False
+    seen = sorted({int(x) for x in occ.announced.split(",") if x} | set(due), reverse=True)
     with session_scope(services.engine) as s:
         stmt = (update(DrillOccurrence).where(DrillOccurrence.id == occ.id,
                                               DrillOccurrence.announced == occ.announced,
                                               DrillOccurrence.state == OccurrenceState.PLANNED)
-                .values(announced=",".join(map(str, seen)), **values))
-        return s.execute(stmt).rowcount == 1
-
-
-def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
-    due = _due_leads(services, occ, now)
-    if not due or not _mark(services, occ, due):
-        return False
-    lead = min(due)  # several due after a pause: one announcement, the nearest
-    if not occ.channel:
-        return True
-    if not occ.thread_ts:
-        ts = services.messenger.post(occ.channel, changes.message(services, occ.request_id))
-        with session_scope(services.engine) as s:
-            s.get(DrillOccurrence, occ.id).thread_ts = ts
-            req = s.get(ChangeRequest, occ.request_id)
-            req.message_ts = ts
-            if _named_schedule_maintenance(services, occ):
-                enqueue(s, "statuspage.maintenance", f"statuspage:drill:{occ.id}", f"drill:{occ.id}:maintenance",
-                        {"occurrence_id": occ.id})
-    else:
-        services.messenger.post(occ.channel, Reply("drill_reminder", _context(services, occ, lead), ephemeral=False),
-                                thread_ts=occ.thread_ts)
-        changes.refresh(services, occ.request_id)
+                .values(announced=",".join(map(str, seen))))
+        if s.execute(stmt).rowcount != 1:
+            return False
+        _post(services, s, occ, "announce", lead=min(due))  # after a pause: one post, the nearest lead
+    services.outbox.run_kinds((POST,))
     return True
+
+
+class DrillPostHandler:
+    """Delivers drill posts: the root announcement (the request's message, with its
+    buttons) first, then everything else in its thread."""
+
+    def pace_key(self, payload: dict) -> str | None:
+        return None  # the Slack messenger paces per channel
+
+    def interval(self) -> float:
+        return 0.0
+
+    def deliver(self, services: Services, item, payload: dict):
+        from bot.outbox import Outcome
+
+        with session_scope(services.engine) as s:
+            occ = s.get(DrillOccurrence, payload["occurrence_id"])
+        what, m = payload["what"], services.messenger
+        if what == "announce" and not occ.thread_ts:
+            ts = m.post(occ.channel, changes.message(services, occ.request_id))
+            with session_scope(services.engine) as s:
+                s.get(DrillOccurrence, occ.id).thread_ts = ts
+                s.get(ChangeRequest, occ.request_id).message_ts = ts
+                if _named_schedule_maintenance(services, occ):
+                    enqueue(s, "statuspage.maintenance", f"statuspage:drill:{occ.id}",
+                            f"drill:{occ.id}:maintenance", {"occurrence_id": occ.id}, now=services.clock())
+            return Outcome(result={"ts": ts})
+        template = {"announce": "drill_reminder", "started": "drill_started", "missed": "drill_missed"}[what]
+        context = _context(services, occ, payload.get("lead", 0)) | {"why": payload.get("why", "")}
+        m.post(occ.channel, Reply(template, context, ephemeral=False), thread_ts=occ.thread_ts or None)
+        if what == "announce":
+            changes.refresh(services, occ.request_id)
+        return Outcome()
 
 
 def _named_schedule_maintenance(services: Services, occ: DrillOccurrence) -> bool:
@@ -203,10 +232,8 @@ def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> s
                          closed_at=now, state_reason=f"drill missed: {why}")
             record(s, SCHEDULER, "drill.missed", target=occ.service, request_id=req.id, service=occ.service,
                    detail={"occurrence": occ.id, "why": why, "starts_at": occ.starts_at.isoformat()})
-    if occ.channel:
-        reply = Reply("drill_started" if start else "drill_missed", _context(services, occ, 0) | {"why": why},
-                      ephemeral=False)
-        services.messenger.post(occ.channel, reply, thread_ts=occ.thread_ts or None)
+        _post(services, s, occ, "started" if start else "missed", why=why)
+    services.outbox.run_kinds((POST,))  # 'starting now' goes out before the run's own posts
     if start:
         services.runner.start(occ.request_id)
     else:

@@ -14,6 +14,7 @@ from bot.audit import record
 from bot.outbox import enqueue
 from bot.services import Services
 from bot.store.incident_tables import Incident, IncidentStatus
+from bot.store.models import TimelineEvent
 
 IMPACT = {"sev1": "major_outage", "sev2": "partial_outage", "sev3": "degraded_performance",
           "sev4": "degraded_performance"}
@@ -106,16 +107,23 @@ def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool
         if item is None or item.kind != "slack.statuspage_preview":
             return Reply("refused", {"code": "unknown_action", "p": {"action": f"preview {item_id}"}})
         payload = json.loads(item.payload)
-        if body is not None:  # edited by the incident commander before publishing
-            payload["message"] = body
+        if body is not None:  # edited by the incident commander before publishing: published as written
+            payload["message"] = payload["body"] = body
         inc = s.get(Incident, payload["incident_id"])
+        # one decision per preview: the first Publish or Skip wins, later clicks are told so
+        decided = s.exec(select(TimelineEvent).where(
+            TimelineEvent.incident_id == inc.id, col(TimelineEvent.kind).in_(["statuspage.approved",
+                                                                             "statuspage.skipped"]),
+            col(TimelineEvent.data).contains(f'"preview": {item_id}'))).first()
+        if decided is not None:
+            return Reply("refused", {"code": "preview_decided", "p": {"item": item_id, "how": decided.kind[11:]}})
         if publish:
-            fresh = enqueue(s, "statuspage.publish", f"statuspage:incident:{inc.id}", f"publish-of-{item_id}", payload)
+            enqueue(s, "statuspage.publish", f"statuspage:incident:{inc.id}", f"publish-of-{item_id}", payload)
             record(s, actor, "statuspage.approved", target=inc.title, incident_id=inc.id,
-                   detail={"status": payload["status"], "queued": fresh})
+                   detail={"status": payload["status"], "preview": item_id})
         else:
             record(s, actor, "statuspage.skipped", target=inc.title, incident_id=inc.id,
-                   detail={"status": payload["status"]})
+                   detail={"status": payload["status"], "preview": item_id})
     if services.outbox is not None:
         services.outbox.poke()
     return None

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 from sqlalchemy import update
@@ -28,11 +29,16 @@ CLAIM = timedelta(seconds=120)
 MAX_BACKOFF = 300.0
 
 
-def enqueue(session: Session, kind: str, stream: str, key: str, payload: dict[str, Any]) -> bool:
-    """Add an item in the caller's transaction; False when ``key`` was enqueued before."""
+def enqueue(session: Session, kind: str, stream: str, key: str, payload: dict[str, Any],
+            now: datetime | None = None) -> bool:
+    """Add an item in the caller's transaction; False when ``key`` was enqueued before.
+    ``now``: the services' clock, so an item is due at once under a test clock too."""
     if session.exec(select(OutboxItem.id).where(OutboxItem.idempotency_key == key)).first() is not None:
         return False
-    session.add(OutboxItem(kind=kind, stream=stream, idempotency_key=key, payload=json.dumps(payload, default=str)))
+    item = OutboxItem(kind=kind, stream=stream, idempotency_key=key, payload=json.dumps(payload, default=str))
+    if now is not None:
+        item.created_at = item.next_attempt_at = now
+    session.add(item)
     return True
 
 
@@ -66,6 +72,23 @@ class Worker:
         self._wake = threading.Event()
 
     # -- picking -------------------------------------------------------------------------
+    def run_kinds(self, kinds: tuple[str, ...], passes: int = 20) -> int:
+        """Deliver the due items of these kinds now, in their streams' order (a job that
+        wants its posts out before it goes on, e.g. 'starting now' before the run)."""
+        done = 0
+        for _ in range(passes):
+            heads = [h for h in self._heads() if h.kind in kinds]
+            if not heads:
+                break
+            for item in heads:
+                handler = self.handlers.get(item.kind)
+                if handler is not None and self._claim(item):
+                    payload = json.loads(item.payload)
+                    self._pace(handler, payload)
+                    self._deliver(handler, item, payload)
+                    done += 1
+        return done
+
     def _heads(self) -> list[OutboxItem]:
         """The oldest undelivered item of each stream, if it is due. An item that gave up
         (dead) blocks its stream, so nothing after it overtakes it: order is kept until
@@ -82,18 +105,20 @@ class Worker:
             seen.add(item.stream)
             if item.state is OutboxState.DEAD:
                 continue
-            claimed = item.claimed_until is not None and item.claimed_until > now and item.claimed_by != OWNER
+            claimed = item.claimed_until is not None and item.claimed_until > now
             if item.next_attempt_at <= now and not claimed:
                 heads.append(item)
         return heads
 
     def _claim(self, item: OutboxItem) -> bool:
+        """Exclusive, whoever else tries: another replica, or another worker of this process
+        (the background thread and a job delivering its own posts)."""
         now = self.services.clock()
         with session_scope(self.services.engine) as s:
             stmt = (update(OutboxItem).where(OutboxItem.id == item.id, OutboxItem.state == OutboxState.PENDING,
                                              (col(OutboxItem.claimed_until).is_(None))
-                                             | (OutboxItem.claimed_until <= now) | (OutboxItem.claimed_by == OWNER))
-                    .values(claimed_by=OWNER, claimed_until=now + CLAIM))
+                                             | (OutboxItem.claimed_until <= now))
+                    .values(claimed_by=f"{OWNER}:{uuid.uuid4().hex[:8]}", claimed_until=now + CLAIM))
             return s.execute(stmt).rowcount == 1
 
     # -- delivering ----------------------------------------------------------------------

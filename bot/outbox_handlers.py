@@ -93,7 +93,8 @@ class StatuspageHandler:
         component = "operational" if status == "resolved" else IMPACT.get(inc.severity, "partial_outage")
         components = {mapping[n]: component for n in services_of(inc) if n in mapping}
         ctx |= {"status": status, "message": payload.get("message", "")}
-        body = services.renderer.text(Reply("statuspage_body", ctx)).strip()
+        # an edited text (decide_preview) already holds the run sentences of the preview it was edited from
+        body = payload.get("body") or services.renderer.text(Reply("statuspage_body", ctx)).strip()
         try:
             if not inc.statuspage_id:
                 published = self.backend.create_incident(key=f"drbot-incident-{inc.id}", name=inc.title,
@@ -267,5 +268,8 @@ def handlers(services: Services) -> dict[str, Any]:
         out["statuspage.maintenance"] = MaintenanceHandler(services)
     if services.config.archive is not None:
         out["archive.postmortem"] = ArchiveHandler()
+    from bot.drills import POST, DrillPostHandler
+
+    out[POST] = DrillPostHandler()
     return out
 

@@ -101,7 +101,7 @@ class Renderer:
         self.json_env = jinja2.Environment(autoescape=True, finalize=_json_finalize, **common)
         for env in (self.text_env, self.json_env):
             env.filters.update(dur=format_duration, spark=sparkline, when=self.when, ago=self.ago,
-                               reason=self.reason, mention=mention, fromjson=json.loads,
+                               reason=self.reason, mention=mention, fromjson=json.loads, plain=Raw,
                                secs=lambda s: format_duration(
                                    None if s is None else timedelta(seconds=s)))
         self.text_env.filters["mention"] = lambda u: f"@{u}"

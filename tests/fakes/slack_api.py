@@ -229,6 +229,17 @@ class FakeSlack:
                 "id": self._next_id("C"), "name": name, "is_channel": True,
                 "is_private": str(p.get("is_private", "")).lower() == "true",
                 "created": int(time.time()), "creator": BOT_USER_ID}}
+        if method == "conversations.history":
+            # the channel's recorded messages, newest first, within (oldest, latest]
+            # ([oldest, latest] with inclusive), as Slack answers it; `limit` caps the page
+            inclusive = str(p.get("inclusive", "")).lower() in ("true", "1")
+            latest, oldest = float(p.get("latest") or "inf"), float(p.get("oldest") or 0)
+            with self._lock:
+                found = sorted((m for (ch, ts), m in self.messages.items() if ch == channel and (
+                    oldest <= float(ts) <= latest if inclusive else oldest < float(ts) < latest)),
+                    key=lambda m: float(m["ts"]), reverse=True)
+            limit = int(p.get("limit") or 100)
+            return {"ok": True, "messages": [dict(m) for m in found[:limit]], "has_more": len(found) > limit}
         if method == "usergroups.users.list":
             users = self.usergroups.get(p.get("usergroup", ""))
             if users is None:
