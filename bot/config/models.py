@@ -121,7 +121,6 @@ class ServiceConfig(Strict):
 class SlackChannels(Strict):
     announcements: str | None = None
     incidents: str | None = None
-    alerts: list[str] = []
 
 
 class SlackSettings(Strict):
