@@ -16,33 +16,8 @@ import pytest  # noqa: E402
 from bot.config import parse_config  # noqa: E402
 from bot.wiring import build_services  # noqa: E402
 from tests.app_server import running_app  # noqa: E402
+from tests.helpers import SANDBOX_CONFIG  # noqa: E402
 
-SANDBOX_CONFIG = """
-regions: [us-east-1, us-west-2]
-sources:
-  sim:
-    kind: sandbox
-    timeout: 1.0
-    profiles:
-      orders: {lag: 20, jitter: 0}
-      payments: {lag: 100, jitter: 0}
-services:
-  - name: orders
-    tier: critical
-    rpo: 5m
-    rto: 15m
-    active: us-east-1
-    standby: us-west-2
-    lag: {source: sim}
-    health: {us-east-1: sim, us-west-2: sim}
-  - name: payments
-    rpo: 5m
-    rto: 30m
-    active: us-east-1
-    standby: us-west-2
-    lag: {source: sim}
-    health: {us-east-1: sim, us-west-2: sim}
-"""
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
-from sqlmodel import Session, col, select
 
 from bot.config import parse_config
 from bot.store.incident_tables import Alert, Incident
@@ -31,6 +30,7 @@ from bot.store.models import ChangeRequest, Run, TimelineEvent
 from bot.wiring import build_services
 from integrations.aws.sns_verify import SnsVerifier, canonical_string
 from tests.app_server import running_app
+from tests.helpers import rows
 
 AM_TOKEN = "am-token-5b1c"
 WEBHOOK_SECRET = "wh-secret-0d9e"
@@ -105,25 +105,8 @@ def http():
         yield client
 
 
-def rows(services, model, *where, order=None) -> list:
-    with Session(services.engine) as s:
-        stmt = select(model).where(*where)
-        return list(s.exec(stmt.order_by(order if order is not None else col(model.id))))
-
-
 def events(services, incident_id: int, kind: str) -> list[TimelineEvent]:
     return rows(services, TimelineEvent, TimelineEvent.incident_id == incident_id, TimelineEvent.kind == kind)
-
-
-def wait_until(what: str, predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def am_alert(alertname: str, fingerprint: str, *, service: str = "orders", region: str = "us-west-2",

@@ -30,6 +30,7 @@ from commands import actions
 from commands.router import dispatch
 from integrations.aws.session import make_client
 from tests.app_server import running_app
+from tests.helpers import request_row, rows, the_request, wait_until
 from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
 
 CHANNEL = "C_INC"
@@ -165,23 +166,6 @@ services:
 
 # -- helpers -----------------------------------------------------------------------------
 
-def wait_until(what: str, predicate, timeout: float = 20.0, interval: float = 0.05):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def request_row(services, request_id: int) -> ChangeRequest:
-    with Session(services.engine) as s:
-        return s.get(ChangeRequest, request_id)
-
-
 def wait_final(services, request_id: int, timeout: float = 30.0) -> ChangeRequest:
     """The request once it has reached a final state (bounded; the run is in a thread)."""
     req = wait_until(f"request #{request_id} to finish",
@@ -189,19 +173,6 @@ def wait_final(services, request_id: int, timeout: float = 30.0) -> ChangeReques
                      timeout)
     # _finish refreshes the Slack messages after the state change; let the run end fully.
     assert services.runner.done.wait(10), "the runner did not signal the end of the run"
-    return req
-
-
-def rows(services, model, *where, order=None) -> list:
-    with Session(services.engine) as s:
-        stmt = select(model).where(*where)
-        if order is not None:
-            stmt = stmt.order_by(order)
-        return list(s.exec(stmt))
-
-
-def the_request(services, service: str) -> ChangeRequest:
-    (req,) = rows(services, ChangeRequest, ChangeRequest.service == service)
     return req
 
 

@@ -29,6 +29,7 @@ from bot.store.models import (
 from bot.wiring import build_services
 from commands.actions import click
 from commands.router import dispatch
+from tests.helpers import ALICE, BOB, CAROL, DAVE, ERIN, MALLORY
 
 CONFIG = """
 regions: [us-east-1, us-west-2]
@@ -117,12 +118,8 @@ approvals:
   expires: 30m
 """
 
-ALICE = Actor("UALICE", "alice", "slack", "C_INC")
-BOB = Actor("UBOB", "bob", "slack", "C_INC")
-CAROL = Actor("UCAROL", "carol", "slack", "C_INC")
-DAVE = Actor("UDAVE", "dave", "slack", "C_INC")          # in the break-glass group SONCALL
-ERIN = Actor("UERIN", "erin", "slack", "C_INC")          # an approver only through the group SAPPROVERS
-MALLORY = Actor("UMALLORY", "mallory", "slack", "C_INC")  # in no group, on no list
+# DAVE is in the break-glass group SONCALL, ERIN an approver only through the group
+# SAPPROVERS, MALLORY in no group and on no list.
 
 
 class Clock:

@@ -11,16 +11,9 @@ Needs PostgreSQL: skipped locally without it, failed in CI (CI=true) by ``pg_url
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Callable
 
-import httpx
 import pytest
 from sqlalchemy import text
 from sqlmodel import select
@@ -31,9 +24,8 @@ from bot.store.drill_tables import DrillOccurrence, OccurrenceState
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 from tests.fakes.slack_api import FakeSlack
 from tests.postgres import temporary_schema
-from tests.slack_client import SlackSender
+from tests.helpers import BotProcess, bot_logs, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "0b7c4e2f9a1d8e6c5b3a2f1e0d9c8b7a"
 CHANNEL = "C_DRILL"
 STARTED = "Drill of orders is starting now"
@@ -74,72 +66,8 @@ services:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Bot:
-    """One ``drbot run`` process; its output goes to a file, shown when a test fails."""
-
-    def __init__(self, tmp_path: Path, name: str, config: Path, db_url: str, fake: FakeSlack):
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{name}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DRBOT_"))}
-        env |= {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.base_url,
-                "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--mode", "http", "--port", str(self.port), "--config", str(config)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-        self.sender = SlackSender(self.url, SECRET)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not answer /healthz within {timeout}s")
-            time.sleep(0.1)
-
-    def kill9(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        self.sender.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+def start_bot(tmp_path: Path, name: str, config: Path, db_url: str, fake: FakeSlack) -> BotProcess:
+    return BotProcess(tmp_path, name, config, db_url, fake, SECRET)
 
 
 @pytest.mark.postgres
@@ -147,7 +75,7 @@ def test_two_replicas_fire_a_scheduled_drill_once_and_the_survivor_of_a_kill_9_f
         tmp_path, fake_slack, pg_url):
     config = tmp_path / "drbot.yaml"
     config.write_text(CONFIG)
-    bots: list[Bot] = []
+    bots: list[BotProcess] = []
     with temporary_schema(pg_url) as url:
         engine = make_engine(url)  # the test reads the database the bots share
 
@@ -183,7 +111,7 @@ def test_two_replicas_fire_a_scheduled_drill_once_and_the_survivor_of_a_kill_9_f
             return [c for c in fake_slack.calls("chat.postMessage")
                     if c.params.get("channel") == CHANNEL and not c.params.get("thread_ts")]
 
-        def plan_and_approve(via: list[Bot], approvers: list[str], n: int) -> tuple[ChangeRequest, DrillOccurrence]:
+        def plan_and_approve(via: list[BotProcess], approvers: list[str], n: int) -> tuple[ChangeRequest, DrillOccurrence]:
             """``/dr drill schedule orders in 8s`` by alice, then two approvals, all before its time."""
             name = f"schedule{n}"
             r = via[0].sender.slash_command(f"drill schedule orders in {LEAD}s", user_id="UALICE", user_name="alice",
@@ -226,7 +154,7 @@ def test_two_replicas_fire_a_scheduled_drill_once_and_the_survivor_of_a_kill_9_f
             return run
 
         try:
-            bots = [Bot(tmp_path, "a", config, url, fake_slack), Bot(tmp_path, "b", config, url, fake_slack)]
+            bots = [start_bot(tmp_path, "a", config, url, fake_slack), start_bot(tmp_path, "b", config, url, fake_slack)]
             for bot in bots:
                 bot.wait_healthy()
             key = lock_key()
@@ -259,8 +187,7 @@ def test_two_replicas_fire_a_scheduled_drill_once_and_the_survivor_of_a_kill_9_f
             assert len(db(lambda s: s.exec(select(Run)).all())) == 2
             assert survivor.proc.poll() is None, "the survivor died"
         except AssertionError as e:
-            logs = "\n".join(f"--- {b.name} (pid {b.pid}):\n{b.output()}" for b in bots)
-            raise AssertionError(f"{e}\n{logs}") from e
+            raise AssertionError(f"{e}\n{bot_logs(bots)}") from e
         finally:
             for b in bots:
                 b.stop()

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from slack_sdk import WebClient
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
 from bot import drills
 from bot.actor import Actor
@@ -35,6 +35,7 @@ from commands import actions
 from commands.actions import FormError
 from commands.router import dispatch
 from integrations.aws.session import make_client
+from tests.helpers import request_row as request, rows, runs_of
 from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -201,24 +202,9 @@ def estate(zone, fake_slack, tmp_path):
 
 # -- reading what happened -----------------------------------------------------------------
 
-def rows(sv, model, *where, order=None) -> list:
-    with Session(sv.engine) as s:
-        stmt = select(model).where(*where)
-        return list(s.exec(stmt.order_by(order if order is not None else model.id)))
-
-
 def occurrence(sv, service: str) -> DrillOccurrence:
     (occ,) = rows(sv, DrillOccurrence, DrillOccurrence.service == service)
     return occ
-
-
-def request(sv, request_id: int) -> ChangeRequest:
-    with Session(sv.engine) as s:
-        return s.get(ChangeRequest, request_id)
-
-
-def runs_of(sv, request_id: int) -> list[Run]:
-    return rows(sv, Run, Run.request_id == request_id)
 
 
 def audit(sv, target: str | None = None) -> list[tuple[str, str]]:

@@ -27,6 +27,7 @@ from bot.store.models import Approval, ChangeRequest, RequestState, Run, RunStep
 from bot.wiring import build_services
 from commands.actions import click
 from commands.router import dispatch
+from tests.helpers import ALICE, BOB, CAROL
 
 CONFIG = """
 regions: [us-east-1, us-west-2]
@@ -96,9 +97,6 @@ approvals:
   expires: 30m
 """
 
-ALICE = Actor("UALICE", "alice", "slack", "C_INC")
-BOB = Actor("UBOB", "bob", "slack", "C_INC")
-CAROL = Actor("UCAROL", "carol", "slack", "C_INC")
 PACK_FILES = {"index.json", "index.md", "manifest.json"}
 
 

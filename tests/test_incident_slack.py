@@ -24,45 +24,21 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from slack_sdk import WebClient
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from bot.config import parse_config
 from bot.store.incident_tables import Alert, Incident, IncidentStatus
 from bot.store.models import TimelineEvent
 from bot.wiring import build_services
 from tests.app_server import running_app
+from tests.helpers import SANDBOX_CONFIG, rows, wait_until
 from tests.fakes.statuspage_api import FakeStatuspage
 
 SP_KEY = "sp-key-77c1e0"
 COMPONENT = "cmp0orders01"
 ALERTS_CHANNEL = "C_ALERTS"
 
-BASE = """
-regions: [us-east-1, us-west-2]
-sources:
-  sim:
-    kind: sandbox
-    timeout: 1.0
-    profiles:
-      orders: {lag: 20, jitter: 0}
-      payments: {lag: 100, jitter: 0}
-services:
-  - name: orders
-    tier: critical
-    rpo: 5m
-    rto: 15m
-    active: us-east-1
-    standby: us-west-2
-    lag: {source: sim}
-    health: {us-east-1: sim, us-west-2: sim}
-  - name: payments
-    rpo: 5m
-    rto: 30m
-    active: us-east-1
-    standby: us-west-2
-    lag: {source: sim}
-    health: {us-east-1: sim, us-west-2: sim}
-"""
+BASE = SANDBOX_CONFIG
 
 SLACK_RULES = BASE + r"""
 alerts:
@@ -111,11 +87,6 @@ class Clock:
 
 # -- helpers -------------------------------------------------------------------------------
 
-def rows(services, model, *where) -> list:
-    with Session(services.engine) as s:
-        return list(s.exec(select(model).where(*where).order_by(col(model.id))))
-
-
 def events(services, incident_id: int | None = None, kind: str | None = None) -> list[TimelineEvent]:
     where = []
     if incident_id is not None:
@@ -128,17 +99,6 @@ def events(services, incident_id: int | None = None, kind: str | None = None) ->
 def the_incident(services, incident_id: int) -> Incident:
     with Session(services.engine) as s:
         return s.get(Incident, incident_id)
-
-
-def wait_until(what: str, predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def settle() -> None:

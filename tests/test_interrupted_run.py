@@ -10,16 +10,10 @@ from step 2, attempt 2.
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-import httpx
 from sqlmodel import col, select
 
 from bot.store import make_engine, session_scope
@@ -27,9 +21,9 @@ from bot.store.models import (
     AuditEntry, ChangeRequest, RequestKind, RequestState, Run, RunStep, StepState, TimelineEvent,
 )
 from tests.fakes.slack_api import FakeSlack
-from tests.slack_client import SlackSender
+from tests import helpers
+from tests.helpers import BotProcess, bot_logs
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "e4c1f0a7b2d94e0f8a6b5c3d2e1f0a9b"
 CHANNEL = "C_INC"
 
@@ -70,72 +64,12 @@ approvals:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_bot(tmp_path: Path, name: str, config: Path, db_url: str, fake: FakeSlack) -> BotProcess:
+    return BotProcess(tmp_path, name, config, db_url, fake, SECRET)
 
 
-class Bot:
-    """One `drbot run` subprocess; its stderr goes to a file, read for failure messages."""
-
-    def __init__(self, tmp_path: Path, name: str, config: Path, db_url: str, fake: FakeSlack):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{name}.stderr"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DRBOT_"))}
-        env |= {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.base_url,
-                "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--mode", "http", "--port", str(self.port), "--config", str(config)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
-        self.sender = SlackSender(self.url, SECRET)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"drbot run exited with {self.proc.returncode}:\n{self.stderr()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"drbot run did not answer /healthz within {timeout}s:\n{self.stderr()}")
-            time.sleep(0.1)
-
-    def kill9(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)  # reaped: the pid is gone, as after a crash
-
-    def stop(self) -> None:
-        self.sender.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-
-
-def wait_until(what: str, check: Callable[[], object], bots: list[Bot], timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {b.log_path.name}:\n{b.stderr()}" for b in bots)
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs}")
-        time.sleep(0.05)
+def wait_until(what: str, check: Callable[[], object], bots: list[BotProcess], timeout: float = 30.0):
+    return helpers.wait_until(what, check, timeout, details=lambda: bot_logs(bots))
 
 
 def test_a_run_killed_during_step_2_is_interrupted_on_restart_and_resumes_only_after_approval(
@@ -143,7 +77,7 @@ def test_a_run_killed_during_step_2_is_interrupted_on_restart_and_resumes_only_a
     config = tmp_path / "drbot.yaml"
     config.write_text(CONFIG)
     engine = make_engine(db_url)  # the test reads the same database the bots write
-    bots: list[Bot] = []
+    bots: list[BotProcess] = []
 
     def db(fn):
         with session_scope(engine) as s:
@@ -165,7 +99,7 @@ def test_a_run_killed_during_step_2_is_interrupted_on_restart_and_resumes_only_a
         return [c for c in fake_slack.calls("response_url") if c.params["_path"] == f"/response/{name}"]
 
     try:
-        first = Bot(tmp_path, "first", config, db_url, fake_slack)
+        first = start_bot(tmp_path, "first", config, db_url, fake_slack)
         bots.append(first)
         first.wait_healthy()
 
@@ -191,7 +125,7 @@ def test_a_run_killed_during_step_2_is_interrupted_on_restart_and_resumes_only_a
         run = db(lambda s: s.exec(select(Run).where(Run.request_id == 1)).one())
         assert run.state is RequestState.RUNNING and run.owner.endswith(f":{first.pid}")
 
-        second = Bot(tmp_path, "second", config, db_url, fake_slack)
+        second = start_bot(tmp_path, "second", config, db_url, fake_slack)
         bots.append(second)
         second.wait_healthy()  # recover_interrupted runs before the server listens
 
@@ -267,8 +201,7 @@ def test_a_run_killed_during_step_2_is_interrupted_on_restart_and_resumes_only_a
         assert action_ids(final["blocks"]) == []
         assert len(posts_in_thread(req.message_ts)) >= 2  # the notice and the live progress
     except AssertionError as e:  # say what the bots said
-        logs = "\n".join(f"--- {b.log_path.name}:\n{b.stderr()}" for b in bots)
-        raise AssertionError(f"{e}\n{logs}") from e
+        raise AssertionError(f"{e}\n{bot_logs(bots)}") from e
     finally:
         for b in bots:
             b.stop()

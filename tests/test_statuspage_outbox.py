@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 from sqlmodel import Session, col, select
@@ -28,6 +27,7 @@ from bot.store.models import TimelineEvent
 from bot.wiring import build_services
 from commands.router import dispatch
 from integrations.aws.session import make_client
+from tests import helpers
 from tests.app_server import running_app
 from tests.fakes.statuspage_api import FakeStatuspage
 from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
@@ -109,14 +109,7 @@ def run(services, text: str, actor: Actor = ALICE):
 
 
 def wait_until(what: str, predicate, timeout: float, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    return helpers.wait_until(what, predicate, timeout, interval)
 
 
 def writes(fake: FakeStatuspage, ok_only: bool = True) -> list:
