@@ -300,7 +300,7 @@ def message(services: Services, request_id: int) -> Reply:
 
             occ = s.get(DrillOccurrence, req.occurrence_id)
             svc = services.config.service(req.service)
-            context |= {"occ": occ, "schedule": next((d for d in svc.drills if occ and d.name == occ.schedule), None)}
+            context |= {"occ": occ, "schedule": svc.drill_schedule(occ.schedule) if occ else None}
         return Reply(_template(req), context, ephemeral=False)
 
 

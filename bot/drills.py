@@ -59,7 +59,7 @@ def channel_for(services: Services, svc: ServiceConfig, schedule: DrillSchedule 
 
 def schedule_of(services: Services, occ: DrillOccurrence) -> DrillSchedule | None:
     svc = services.config.service(occ.service)
-    return next((d for d in svc.drills if d.name == occ.schedule), None) if svc else None
+    return svc.drill_schedule(occ.schedule) if svc else None
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def create_occurrence(services: Services, svc: ServiceConfig, schedule: str, at:
     try:
         with session_scope(services.engine) as s:
             occ = DrillOccurrence(service=svc.name, schedule=schedule, planned_for=at, starts_at=at,
-                                  channel=channel_for(services, svc, _named(svc, schedule)))
+                                  channel=channel_for(services, svc, svc.drill_schedule(schedule)))
             s.add(occ)
             s.flush()
             req = ChangeRequest(kind=RequestKind.DRILL, service=svc.name, from_region=active, to_region=standby,
@@ -107,9 +107,6 @@ def create_occurrence(services: Services, svc: ServiceConfig, schedule: str, at:
     except IntegrityError:
         return None
 
-
-def _named(svc: ServiceConfig, schedule: str) -> DrillSchedule | None:
-    return next((d for d in svc.drills if d.name == schedule), None)
 
 
 # -- the tick ---------------------------------------------------------------------------

@@ -318,9 +318,3 @@ def _record_region(s, sv: Services, service: str, active: str, request_id: int) 
         row.active_region, row.standby_region = active, standby
         row.updated_at, row.changed_by_request = sv.clock(), request_id
 
-
-def wait_idle(runner: Runner, timeout: float = 10.0) -> bool:
-    """For tests and the shell: wait until a started run has finished."""
-    ok = runner.done.wait(timeout)
-    runner.done.clear()
-    return ok

@@ -19,7 +19,7 @@ from bot.policy import policy_for
 from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
-from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, StepState
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, StepState
 from bot.store.transitions import move_request, move_run
 
 log = logging.getLogger(__name__)

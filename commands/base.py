@@ -5,7 +5,6 @@ import difflib
 from dataclasses import dataclass
 
 from bot.actor import Actor
-from bot.render import Reply
 from bot.services import Services
 
 

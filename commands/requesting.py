@@ -19,8 +19,8 @@ def request(inv: Invocation, kind: RequestKind, args: ChangeArgs, reason: str, s
         raise UsageError(f"a {kind.value} needs a reason, e.g. `{inv.services.command} {kind.value} "
                          f"{args.service} 5xx at 40% in the active region`", kind.value)
     if any(st.action == "database.failover" for st in steps) and "data loss" not in reason.lower():
-        raise UsageError(f"this runbook fails the database over with allow_data_loss: the reason must name "
-                         f"the data loss you accept, e.g. '... accept data loss of up to 1m'", kind.value)
+        raise UsageError("this runbook fails the database over with allow_data_loss: the reason must name "
+                         "the data loss you accept, e.g. '... accept data loss of up to 1m'", kind.value)
     if args.justification is not None and not args.justification.strip():
         raise UsageError("--break-glass needs a written justification after it", kind.value)
     from_region, to_region = regions_for(inv, args.service, kind.value, args.to_region, kind.value)

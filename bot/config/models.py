@@ -110,6 +110,10 @@ class ServiceConfig(Strict):
     drills: list[DrillSchedule] = []
     """Scheduled drills: announced ahead, approved ahead, run at their time."""
 
+    def drill_schedule(self, name: str | None) -> DrillSchedule | None:
+        """The scheduled drill called ``name`` (None for ad-hoc drills)."""
+        return next((d for d in self.drills if d.name == name), None)
+
     def thresholds(self) -> tuple[timedelta, timedelta]:
         """(warning, critical) lag thresholds, defaulting to 40% and 80% of the RPO."""
         lag = self.lag or LagConfig(source="")

@@ -76,7 +76,7 @@ def _sqlite_serialised_writes(engine: Engine) -> None:
 def create_schema(engine: Engine) -> None:
     import bot.store.drill_tables  # noqa: F401  (registers the tables)
     import bot.store.incident_tables  # noqa: F401
-    import bot.store.models  # noqa: F401
+    import bot.store.models  # noqa: F401  (registers the tables)
 
     if engine.dialect.name != "postgresql":
         SQLModel.metadata.create_all(engine)

@@ -1,6 +1,8 @@
 """Read-side queries the core needs, kept in one place."""
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlmodel import Session, col, select
 
 from bot.readiness import DrillInfo
@@ -30,7 +32,7 @@ def latest_drills(session: Session, services: list[str] | None = None) -> dict[s
     return out
 
 
-def latest_missed_drills(session: Session, services: list[str] | None = None) -> dict[str, "datetime"]:
+def latest_missed_drills(session: Session, services: list[str] | None = None) -> dict[str, datetime]:
     """Service -> start time of its most recent scheduled drill that was missed."""
     from bot.store.drill_tables import DrillOccurrence, OccurrenceState
 
