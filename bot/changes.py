@@ -3,34 +3,35 @@
 Nothing changes in production until enough distinct, authorised people other than the
 requester have approved, before the request expires. Every decision runs in one
 transaction that locks the request row (PostgreSQL) or the database (SQLite), and the
-state change itself is conditional, so two clicks can never both start a run.
+state change itself is conditional, so two clicks can never both start a run. The
+request's message is queued in the outbox in the same transaction; the run is started by
+the runner (``services.runner.poke()``), never here.
 """
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
+from bot import drill_calendar
 from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.directory import DirectoryError
+from bot.plans import CALENDAR_KINDS
 from bot.policy import Policy, policy_for
-from bot.preflight import Preflight, run_preflight
+from bot.preflight import run_preflight
 from bot.render import Reply
+from bot.request_events import queue_break_glass, queue_message
 from bot.services import Services
 from bot.store import session_scope
-from bot.store.models import Approval, ChangeRequest, RequestKind, RequestState, Run, RunStep
+from bot.store.models import Approval, ChangeRequest, RequestKind, RequestState
 from bot.store.transitions import move_request
 
 log = logging.getLogger(__name__)
-
-
-CALENDAR_KINDS = (RequestKind.DRILL_SKIP, RequestKind.DRILL_POSTPONE)
 
 
 class Refused(Exception):
@@ -48,13 +49,12 @@ class Refused(Exception):
 
 @dataclass
 class Decision:
-    """The outcome of a click: what the clicker is told, and whether a run should start."""
+    """The outcome of a click: what the clicker is told, and whether it changed anything."""
 
     request_id: int
     reply: Reply | None = None
-    start_run: bool = False
     changed: bool = False
-    extra: dict = field(default_factory=dict)
+    approved: bool = False
 
 
 def load(session: Session, request_id: int, lock: bool = False) -> ChangeRequest:
@@ -65,10 +65,6 @@ def load(session: Session, request_id: int, lock: bool = False) -> ChangeRequest
     if req is None:
         raise Refused("no_request", id=request_id)
     return req
-
-
-def approvals_of(session: Session, request_id: int) -> list[Approval]:
-    return list(session.exec(select(Approval).where(Approval.request_id == request_id).order_by(Approval.at)))
 
 
 def may_approve(services: Services, policy: Policy, actor: Actor) -> bool:
@@ -84,7 +80,7 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
            steps: list, reason: str, scenario: str = "", parent_id: int | None = None,
            break_glass: bool = False, justification: str = "", occurrence_id: int | None = None,
            postpone_to: datetime | None = None) -> ChangeRequest:
-    """Check who asks, run the pre-flight, persist the request, post it for approval."""
+    """Check who asks, run the pre-flight, persist the request and queue its message."""
     policy = policy_for(services.config, service)
     if policy.requesters and not _includes(services, actor, policy.requesters):
         raise Refused("not_requester", service=service, requesters=list(policy.requesters))
@@ -99,10 +95,10 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
     svc = services.config.service(service)
     # a resume continues its parent's interrupted run: that run must not block its own pre-flight
     resuming = kind is RequestKind.RESUME
-    calendar = kind in CALENDAR_KINDS  # skipping or moving a drill changes nothing in the estate
-    preflight = None if calendar else run_preflight(services, svc, from_region, to_region, steps,
-                                                    exclude_request=parent_id if resuming else None,
-                                                    resuming=resuming)
+    calendar_change = kind in CALENDAR_KINDS  # skipping or moving a drill changes nothing in the estate
+    preflight = None if calendar_change else run_preflight(services, svc, from_region, to_region, steps,
+                                                           exclude_request=parent_id if resuming else None,
+                                                           resuming=resuming)
     now = services.clock()
     req = ChangeRequest(kind=kind, service=service, from_region=from_region, to_region=to_region,
                         scenario=scenario, reason=reason, requester=actor.id, requester_name=actor.name,
@@ -122,14 +118,10 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
             move_request(s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now)
             record(s, actor, "break_glass", target=service, request_id=req.id, service=service,
                    text=justification, detail={"zero_approvals": True})
-    if req.channel:
-        req.message_ts = services.messenger.post(req.channel, message(services, req.id))
-        with session_scope(services.engine) as s:
-            s.get(ChangeRequest, req.id).message_ts = req.message_ts
+        queue_message(services, s, req)
         if break_glass:
-            services.messenger.post(req.channel, Reply("break_glass", {"req": req}), thread_ts=None)
-    if break_glass:
-        services.runner.start(req.id)
+            queue_break_glass(services, s, req)
+    _after(services, approved=break_glass)
     return req
 
 
@@ -140,10 +132,18 @@ def _includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
         raise Refused("directory_error", error=str(e)) from e
 
 
+def _after(services: Services, approved: bool) -> None:
+    """After the commit: deliver the queued messages, and let the runner start what is due."""
+    if services.outbox is not None:
+        services.outbox.poke()
+    if approved and services.runner is not None:
+        services.runner.poke()
+
+
 # -- deciding ---------------------------------------------------------------------------
 
 def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Decision:
-    """Approve, deny or cancel. Returns what to tell the clicker; starts nothing itself."""
+    """Approve, deny or cancel. Returns what to tell the clicker."""
     decision = Decision(request_id)
     try:
         with session_scope(services.engine) as s:
@@ -155,10 +155,14 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
                     _apply(services, s, req, actor, verb, now, decision)
                 except Refused as r:  # commit the refusal's audit entry; _apply changed nothing else
                     decision.reply = r.reply()
+            if decision.changed:
+                s.flush()
+                s.refresh(req)
+                queue_message(services, s, req)
     except Refused as r:
         decision.reply = r.reply()
     if decision.changed:
-        refresh(services, request_id)
+        _after(services, approved=decision.approved)
     return decision
 
 
@@ -212,104 +216,28 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
     decision.changed = True
     if count >= req.required_approvals and move_request(
             s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now):
-        # a scheduled drill approved ahead of time is started by the scheduler at its time
-        decision.start_run = req.not_before is None or now >= req.not_before
+        decision.approved = True
+        if req.kind in CALENDAR_KINDS:  # decided here, without the runbook engine
+            what = drill_calendar.apply(services, s, req, now)
+            move_request(s, req.id, [RequestState.APPROVED], RequestState.SUCCEEDED, closed_at=now,
+                         state_reason=what)
 
 
-# -- expiry and messages ----------------------------------------------------------------
+# -- expiry -----------------------------------------------------------------------------
 
 def expire_due(services: Services) -> list[int]:
     """Move pending requests past their expiry to expired; returns their IDs."""
     now = services.clock()
     expired = []
     with session_scope(services.engine) as s:
-        due = s.exec(select(ChangeRequest.id).where(ChangeRequest.state == RequestState.PENDING,
-                                                    ChangeRequest.expires_at <= now)).all()
-        for rid in due:
-            if move_request(s, rid, [RequestState.PENDING], RequestState.EXPIRED, closed_at=now,
+        due = s.exec(select(ChangeRequest).where(ChangeRequest.state == RequestState.PENDING,
+                                                 ChangeRequest.expires_at <= now)).all()
+        for req in due:
+            if move_request(s, req.id, [RequestState.PENDING], RequestState.EXPIRED, closed_at=now,
                             state_reason="expired before enough approvals"):
-                req = s.get(ChangeRequest, rid)
-                record(s, SYSTEM, "request.expired", target=req.service, request_id=rid, service=req.service)
-                expired.append(rid)
-    for rid in expired:
-        refresh(services, rid)
+                record(s, SYSTEM, "request.expired", target=req.service, request_id=req.id, service=req.service)
+                queue_message(services, s, req)
+                expired.append(req.id)
+    if expired and services.outbox is not None:
+        services.outbox.poke()
     return expired
-
-
-def message_context(services: Services, s: Session, req: ChangeRequest, planned: list | None = None) -> dict[str, Any]:
-    svc = services.config.service(req.service)
-    run = s.exec(select(Run).where(Run.request_id == req.id)).first()
-    steps = list(s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(RunStep.position,
-                                                                                 RunStep.attempt))) if run else []
-    planned = plan_steps(services, req) if planned is None else planned
-    return {"req": req, "approvals": approvals_of(s, req.id), "preflight": Preflight.from_json(req.preflight),
-            "policy": policy_for(services.config, req.service), "svc": svc, "run": run, "steps": steps,
-            "planned": planned, "lines": step_lines(planned, steps), "now": services.clock(),
-            "command": services.command}
-
-
-def step_lines(planned: list, rows: list[RunStep]) -> list[dict[str, Any]]:
-    """One line per planned step with its latest attempt: state, duration, error, summary."""
-    latest = {(r.position, r.rollback): r for r in rows}  # rows are ordered by attempt
-    out = []
-    for p in planned:
-        row = latest.get((p.position, p.rollback))
-        line = {"name": p.step.name, "action": p.step.action, "region": p.region, "state": "pending",
-                "seconds": None, "error": "", "summary": "", "attempt": 1}
-        if row is not None:
-            line |= {"state": row.state.value, "error": row.error, "attempt": row.attempt,
-                     "seconds": (row.ended_at - row.started_at).total_seconds() if row.ended_at else None,
-                     "summary": _summary(row.output)}
-        out.append(line)
-    return out
-
-
-def _summary(output: str) -> str:
-    try:
-        return json.loads(output or "{}").get("summary", "")
-    except ValueError:
-        return ""
-
-
-def plan_steps(services: Services, req: ChangeRequest) -> list:
-    from bot.engine import steps_for
-
-    try:
-        return steps_for(services, req)
-    except Exception:  # the message must still render; the cause must still be seen
-        log.exception("could not plan the steps of request %s", req.id)
-        return []
-
-
-def _template(req: ChangeRequest) -> str:
-    if req.occurrence_id is not None and req.kind is RequestKind.DRILL:
-        return "drill_announcement"
-    return "change_request"
-
-
-def message(services: Services, request_id: int) -> Reply:
-    with session_scope(services.engine) as s:
-        req = load(s, request_id)
-    # planned outside any session: steps_for opens its own, and on SQLite a session inside
-    # another waits for the outer one's write lock (BEGIN IMMEDIATE) until it times out
-    planned = plan_steps(services, req)
-    with session_scope(services.engine) as s:
-        context = message_context(services, s, req, planned)
-        if req.occurrence_id is not None:
-            from bot.store.drill_tables import DrillOccurrence
-
-            occ = s.get(DrillOccurrence, req.occurrence_id)
-            svc = services.config.service(req.service)
-            context |= {"occ": occ, "schedule": svc.drill_schedule(occ.schedule) if occ else None}
-        return Reply(_template(req), context, ephemeral=False)
-
-
-def refresh(services: Services, request_id: int) -> None:
-    """Show the request's current state in its message (chat.update)."""
-    reply = message(services, request_id)
-    req = reply.context["req"]
-    if req.channel and req.message_ts:
-        try:
-            services.messenger.update(req.channel, req.message_ts, reply)
-        except Exception:  # the state is saved; a failed update must not undo a decision
-            log.exception("could not update the message of request %s", request_id)

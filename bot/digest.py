@@ -3,7 +3,7 @@ due in the next 7, and replication lag percentiles per service over the last 7 d
 the lag the readiness watch recorded).
 
 ``digest_once`` is the scheduled job ("weekly_digest"): it gathers the numbers once, at its
-time, and enqueues ONE outbox item "slack.digest" carrying them; the handler only renders
+time, and enqueues ONE outbox item "digest.weekly" carrying them; the handler only renders
 and posts. Its idempotency key is the scheduled run time, so a run that is repeated (a
 recovery after a restart, another replica) never posts the same digest twice.
 """
@@ -17,18 +17,17 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from bot import jobs
-from bot.outbox import Outcome, enqueue
+from bot.events import WeeklyDigest
+from bot.outbox.queue import enqueue
 from bot.readiness import Verdict
 from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.drill_tables import DrillOccurrence, LagRecord, OccurrenceState
-from bot.store.incident_tables import OutboxItem
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 
 log = logging.getLogger(__name__)
 
-KIND = "slack.digest"
 WINDOW = timedelta(days=7)
 _FINISHED = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.ROLLED_BACK, RequestState.ABORTED)
 
@@ -110,7 +109,7 @@ def channel_for(services: Services) -> str | None:
 
 
 def digest_once(services: Services, now: datetime | None = None) -> dict[str, Any] | None:
-    """Gather the digest and enqueue it ("slack.digest"). Returns the payload, or None when
+    """Gather the digest and enqueue it ("digest.weekly"). Returns the payload, or None when
     no channel is configured (nothing is queued then)."""
     now = now or services.clock()
     channel = channel_for(services)
@@ -121,7 +120,8 @@ def digest_once(services: Services, now: datetime | None = None) -> dict[str, An
     ctx = jobs.current()
     run_time = ctx.scheduled_run_time if ctx is not None else now
     with session_scope(services.engine) as s:
-        fresh = enqueue(s, KIND, "slack:digest", f"digest:{run_time.isoformat()}", payload)
+        fresh = enqueue(s, WeeklyDigest(channel=channel, run_time=run_time.isoformat(), digest=payload),
+                        services.clock())
     if fresh and services.outbox is not None:
         services.outbox.poke()
     return payload
@@ -142,18 +142,3 @@ def digest_context(services: Services, payload: dict[str, Any]) -> dict[str, Any
     return {"digest": payload, "since": _at(payload["since"]), "now": _at(payload["now"]),
             "until": _at(payload["until"]), "readiness": readiness, "done": done, "due": due,
             "counts": counts, "command": services.command}
-
-
-class DigestHandler:
-    """Posts the weekly digest to its channel."""
-
-    def pace_key(self, payload: dict) -> str | None:
-        return f"slack:channel:{payload.get('channel')}"
-
-    def interval(self) -> float:
-        return 1.0
-
-    def deliver(self, services: Services, item: OutboxItem, payload: dict) -> Outcome:
-        ts = services.messenger.post(payload["channel"], Reply("weekly_digest", digest_context(services, payload),
-                                                               ephemeral=False))
-        return Outcome(result={"channel": payload["channel"], "ts": ts})

@@ -17,20 +17,21 @@ from sqlmodel import col, select
 from bot import changes
 from bot.actor import Actor
 from bot.audit import record
+from bot.drill_calendar import SCHEDULER
 from bot.config import ServiceConfig
 from bot.config.schedules import DrillSchedule
-from bot.outbox import enqueue
+from bot.events import DrillPost
+from bot.outbox.queue import enqueue
 from bot.policy import policy_for
 from bot.preflight import run_preflight
-from bot.render import Reply
+from bot.request_events import queue_message
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.drill_tables import DrillOccurrence, OccurrenceState
-from bot.store.models import ChangeRequest, RequestKind, RequestState
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 from bot.store.transitions import move_request
 
 log = logging.getLogger(__name__)
-SCHEDULER = Actor(id="drbot", name="drill scheduler", origin="scheduler")
 
 
 def fire_times(schedule: DrillSchedule, after: datetime, until: datetime) -> list[datetime]:
@@ -134,16 +135,12 @@ def _due_leads(services: Services, occ: DrillOccurrence, now: datetime) -> list[
     return [lead for lead in leads if now >= occ.starts_at - timedelta(seconds=lead)]
 
 
-POST = "slack.drill"
-
-
-def _post(services: Services, s, occ: DrillOccurrence, what: str, **payload) -> None:
+def _post(services: Services, s, occ: DrillOccurrence, what: str, lead: int = 0, why: str = "") -> None:
     """Queue a drill post in the transaction that decided it: it is delivered (in order,
     paced, retried) even if Slack is down right now, and never twice."""
     if occ.channel:
-        enqueue(s, POST, f"slack:drill:{occ.id}", f"drill:{occ.id}:{what}:{payload.get('lead', '')}:"
-                f"{occ.starts_at.isoformat()}", {"occurrence_id": occ.id, "what": what, **payload},
-                now=services.clock())
+        enqueue(s, DrillPost(occurrence_id=occ.id, channel=occ.channel, what=what, lead=lead, why=why,
+                             starts_at=occ.starts_at.isoformat()), services.clock())
 
 
 def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
@@ -160,53 +157,13 @@ def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
         if s.execute(stmt).rowcount != 1:
             return False
         _post(services, s, occ, "announce", lead=min(due))  # after a pause: one post, the nearest lead
-    services.outbox.run_kinds((POST,))
+    _poke(services)
     return True
 
 
-class DrillPostHandler:
-    """Delivers drill posts: the root announcement (the request's message, with its
-    buttons) first, then everything else in its thread."""
-
-    def pace_key(self, payload: dict) -> str | None:
-        return None  # the Slack messenger paces per channel
-
-    def interval(self) -> float:
-        return 0.0
-
-    def deliver(self, services: Services, item, payload: dict):
-        from bot.outbox import Outcome
-
-        with session_scope(services.engine) as s:
-            occ = s.get(DrillOccurrence, payload["occurrence_id"])
-        what, m = payload["what"], services.messenger
-        if what == "announce" and not occ.thread_ts:
-            ts = m.post(occ.channel, changes.message(services, occ.request_id))
-            with session_scope(services.engine) as s:
-                s.get(DrillOccurrence, occ.id).thread_ts = ts
-                s.get(ChangeRequest, occ.request_id).message_ts = ts
-                if _named_schedule_maintenance(services, occ):
-                    enqueue(s, "statuspage.maintenance", f"statuspage:drill:{occ.id}",
-                            f"drill:{occ.id}:maintenance", {"occurrence_id": occ.id}, now=services.clock())
-            return Outcome(result={"ts": ts})
-        template = {"announce": "drill_reminder", "started": "drill_started", "missed": "drill_missed"}[what]
-        context = _context(services, occ, payload.get("lead", 0)) | {"why": payload.get("why", "")}
-        m.post(occ.channel, Reply(template, context, ephemeral=False), thread_ts=occ.thread_ts or None)
-        if what == "announce":
-            changes.refresh(services, occ.request_id)
-        return Outcome()
-
-
-def _named_schedule_maintenance(services: Services, occ: DrillOccurrence) -> bool:
-    schedule = schedule_of(services, occ)
-    return bool(schedule and schedule.maintenance and services.config.statuspage is not None)
-
-
-def _context(services: Services, occ: DrillOccurrence, lead: int) -> dict:
-    with session_scope(services.engine) as s:
-        req = s.get(ChangeRequest, occ.request_id)
-    return {"occ": occ, "req": req, "lead": lead, "schedule": schedule_of(services, occ), "now": services.clock(),
-            "command": services.command}
+def _poke(services: Services) -> None:
+    if services.outbox is not None:
+        services.outbox.poke()
 
 
 def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> str:
@@ -230,11 +187,13 @@ def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> s
             record(s, SCHEDULER, "drill.missed", target=occ.service, request_id=req.id, service=occ.service,
                    detail={"occurrence": occ.id, "why": why, "starts_at": occ.starts_at.isoformat()})
         _post(services, s, occ, "started" if start else "missed", why=why)
-    services.outbox.run_kinds((POST,))  # 'starting now' goes out before the run's own posts
-    if start:
-        services.runner.start(occ.request_id)
-    else:
-        changes.refresh(services, occ.request_id)
+        if not start:
+            s.refresh(req)
+            queue_message(services, s, req)
+    _poke(services)
+    if start and services.runner is not None:
+        # 'starting now' is queued first in the occurrence's stream, so it is posted before the run's
+        services.runner.poke(occ.request_id)
     return "started" if start else "missed"
 
 
@@ -249,31 +208,6 @@ def next_open(services: Services, service: str, schedule: str | None = None) -> 
         return s.exec(stmt.order_by(col(DrillOccurrence.starts_at))).first()
 
 
-def apply_calendar_change(services: Services, req: ChangeRequest) -> str:
-    """Executes an approved skip or postpone; returns what happened, for the record."""
-    now = services.clock()
-    with session_scope(services.engine) as s:
-        occ = s.get(DrillOccurrence, req.occurrence_id)
-        if occ is None or occ.state is not OccurrenceState.PLANNED:
-            return "the drill is no longer planned; nothing changed"
-        drill = s.get(ChangeRequest, occ.request_id)
-        if req.kind is RequestKind.DRILL_SKIP:
-            occ.state, occ.note = OccurrenceState.SKIPPED, req.reason
-            move_request(s, drill.id, [RequestState.PENDING, RequestState.APPROVED], RequestState.CANCELLED,
-                         closed_at=now, state_reason=f"skipped: {req.reason}")
-            what = f"skipped: {req.reason}"
-        else:
-            occ.starts_at, occ.announced = req.postpone_to, ""
-            drill.not_before = req.postpone_to
-            drill.expires_at = req.postpone_to
-            what = f"postponed to {req.postpone_to.isoformat(timespec='minutes')}"
-        record(s, SCHEDULER, f"drill.{'skipped' if req.kind is RequestKind.DRILL_SKIP else 'postponed'}",
-               target=occ.service, request_id=drill.id, service=occ.service, text=req.reason,
-               detail={"occurrence": occ.id, "by_request": req.id, "to": str(req.postpone_to)})
-    changes.refresh(services, occ.request_id)
-    return what
-
-
 def request_calendar_change(services: Services, actor: Actor, occurrence_id: int, skip: bool, reason: str,
                             postpone_to: datetime | None = None) -> ChangeRequest:
     """Ask to skip or postpone a planned drill; runs after approval like any change."""
@@ -286,3 +220,34 @@ def request_calendar_change(services: Services, actor: Actor, occurrence_id: int
     channel_actor = Actor(id=actor.id, name=actor.name, origin=actor.origin, channel=actor.channel or occ.channel)
     return changes.create(services, channel_actor, kind, occ.service, "", "", [], reason,
                           occurrence_id=occ.id, postpone_to=postpone_to)
+
+
+# -- reading the calendar -----------------------------------------------------------------
+
+UPCOMING_HORIZON = timedelta(days=62)
+
+
+def upcoming(services: Services, limit: int = 20) -> list[dict]:
+    """Planned occurrences and the next fire times of every schedule not planned yet."""
+    now = services.clock()
+    with session_scope(services.engine) as s:
+        planned = s.exec(select(DrillOccurrence).where(DrillOccurrence.state == OccurrenceState.PLANNED)).all()
+    taken = {(o.service, o.schedule, o.planned_for) for o in planned}
+    out = [{"service": o.service, "schedule": o.schedule, "at": o.starts_at, "occ": o} for o in planned]
+    for svc in services.config.services:
+        for schedule in svc.drills:
+            for at in fire_times(schedule, now, now + UPCOMING_HORIZON)[:3]:
+                if (svc.name, schedule.name, at) not in taken:
+                    out.append({"service": svc.name, "schedule": schedule.name, "at": at, "occ": None,
+                                "scenario": schedule.scenario})
+    out.sort(key=lambda u: u["at"])
+    return out[:limit]
+
+
+def history(services: Services, service: str | None, limit: int = 20) -> list[Run]:
+    """The newest drill runs, of one service or all."""
+    with session_scope(services.engine) as s:
+        stmt = select(Run).where(Run.kind == RequestKind.DRILL).order_by(col(Run.started_at).desc()).limit(limit)
+        if service:
+            stmt = stmt.where(Run.service == service)
+        return list(s.exec(stmt))

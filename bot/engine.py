@@ -1,166 +1,188 @@
 """The runbook engine: runs an approved request's steps one by one.
 
+``Runner.launch`` is the one place a run starts: on a decided request (``poke`` with its
+ID), a drill the scheduler found due, or a request left approved when a process stopped
+(the periodic ``sweep``). Starting is a conditional update (approved -> running, only when
+due), so a request never runs twice, whoever launches it.
+
 Each step's start is persisted before its action runs and its end (result, output) before
-the next starts, so a process that dies leaves an exact record. Before the first step
-the pre-flight checks run again; a plan gone stale does not run. Measured RTO is approval
-to the last verify passing; measured RPO is the replication lag read at cutover.
+the next starts (the end of one step and the start of the next share a transaction).
+Before the first step the pre-flight checks run again; a plan gone stale does not run.
+Measured RTO is approval to the last verify passing; measured RPO is the replication lag
+read at cutover. Every message about the run goes through the outbox, queued in the
+transaction of the change it shows.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
-from contextlib import contextmanager
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlmodel import select
+from sqlalchemy import or_, update
+from sqlmodel import Session, col, select
 
-from bot import changes
 from bot.audit import SYSTEM, record
-from bot.config.runbooks import Step
-from bot.preflight import run_preflight
-from bot.render import Reply
+from bot.identity import OWNER
+from bot.plans import CALENDAR_KINDS, Planned, steps_for
+from bot.preflight import Preflight, run_preflight
+from bot.request_events import queue_message, queue_progress, queue_report
 from bot.services import Services
 from bot.steps import StepFailed, execute_step
 from bot.store import session_scope
-from bot.store.models import (
-    ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState,
-)
+from bot.store.drill_tables import DrillOccurrence, OccurrenceState
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState
 from bot.store.transitions import move_request, move_run
 
 log = logging.getLogger(__name__)
-OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-@dataclass(frozen=True)
-class Planned:
-    """A step to run: its config, where it acts, and whether it is a rollback."""
+@dataclass
+class _Ended:
+    """A step that ended and is not yet persisted (it is, with the next transaction)."""
 
-    position: int
-    step: Step
-    region: str
-    rollback: bool = False
+    step_id: int
+    planned: Planned
+    state: StepState
+    error: str
+    output: dict
 
 
-def steps_for(services: Services, req: ChangeRequest) -> list[Planned]:
-    if req.kind in changes.CALENDAR_KINDS:
-        return []
-    svc = services.config.service(req.service)
-    if req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK, RequestKind.DRILL):
-        steps = svc.runbooks.steps(req.kind.value, req.scenario or None)
-        return [Planned(i, st, req.to_region if st.to == "target" else req.from_region)
-                for i, st in enumerate(steps)]
-    with session_scope(services.engine) as s:
-        parent = s.get(ChangeRequest, req.parent_id)
-    base = steps_for(services, parent)
-    if req.kind is RequestKind.RESUME:
-        return base
-    # rollback: the parent's steps that ran, newest first, each through its rollback spec
-    with session_scope(services.engine) as s:
-        run = s.exec(select(Run).where(Run.request_id == parent.id)).first()
-        ran = {st.position for st in s.exec(select(RunStep).where(
-            RunStep.run_id == run.id, RunStep.rollback == False))  # noqa: E712
-            if st.state in (StepState.SUCCEEDED, StepState.FAILED, StepState.RUNNING)} if run else set()
-    out = []
-    for p in reversed(base):
-        if p.position in ran and p.step.rollback is not None:
-            rb = p.step.rollback
-            spec = Step(name=f"Undo: {p.step.name}", action=rb.action, source=rb.source, timeout=p.step.timeout)
-            region = parent.to_region if rb.to == "target" else parent.from_region
-            out.append(Planned(p.position, spec, region, rollback=True))
-    return out
+def _due(now: datetime):
+    """Approved requests that may start now: not a calendar change, past ``not_before``,
+    and, for a scheduled drill, its occurrence started by the scheduler."""
+    started = select(DrillOccurrence.id).where(DrillOccurrence.state == OccurrenceState.STARTED)
+    return (ChangeRequest.state == RequestState.APPROVED, col(ChangeRequest.kind).not_in(CALENDAR_KINDS),
+            col(ChangeRequest.not_before).is_(None) | (ChangeRequest.not_before <= now),
+            or_(col(ChangeRequest.occurrence_id).is_(None), ChangeRequest.kind != RequestKind.DRILL,
+                col(ChangeRequest.occurrence_id).in_(started)))
 
 
 class Runner:
-    """Starts runs on a worker pool (Slack, HTTP) or inline (the shell, some tests)."""
+    """Runs requests on a worker pool (Slack, HTTP) or inline (the shell, some tests)."""
 
     def __init__(self, services: Services, executor: Executor | None = None, inline: bool = False):
         self.services = services
         self.inline = inline
         self.executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="drbot-run")
         self.done = threading.Event()
+        self._queued: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
-    def start(self, request_id: int) -> None:
+    # -- starting ---------------------------------------------------------------------------
+    def poke(self, request_id: int | None = None) -> None:
+        """A request was approved (or a drill came due): start what may start now."""
+        if request_id is not None:
+            self.launch(request_id)
+        else:
+            self.sweep()
+
+    def sweep(self) -> list[int]:
+        """Launch every request that is approved and due (after a restart, a drill's time)."""
+        with session_scope(self.services.engine) as s:
+            due = list(s.exec(select(ChangeRequest.id).where(*_due(self.services.clock()))
+                              .order_by(col(ChangeRequest.id))))
+        for request_id in due:
+            self.launch(request_id)
+        return due
+
+    def launch(self, request_id: int) -> None:
+        """The one function that starts runs (inline, or on the pool)."""
         if self.inline:
             self.execute(request_id)
-        else:
-            self.executor.submit(self._safe, request_id)
+            return
+        with self._lock:
+            if request_id in self._queued:
+                return  # already waiting for a worker of this process
+            self._queued.add(request_id)
+        self.executor.submit(self._safe, request_id)
 
     def _safe(self, request_id: int) -> None:
         try:
             self.execute(request_id)
         except Exception:
             log.exception("run of request %s crashed", request_id)
+        finally:
+            with self._lock:
+                self._queued.discard(request_id)
+
+    def start(self, interval: float = 5.0) -> None:
+        """Sweep now and every ``interval`` seconds: nothing approved is left unstarted."""
+        def loop() -> None:
+            while True:
+                try:
+                    self.sweep()
+                except Exception:
+                    log.exception("runner sweep failed")
+                if self._stop.wait(interval):
+                    return
+
+        self._stop.clear()
+        threading.Thread(target=loop, name="drbot-runner", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     # -- one run ---------------------------------------------------------------------------
     def execute(self, request_id: int) -> None:
         sv = self.services
-        with session_scope(sv.engine) as s:
-            req = changes.load(s, request_id)
-        if req.kind in changes.CALENDAR_KINDS:
-            return self._calendar(req)
-        planned = steps_for(sv, req)
-        run_request = req.parent_id if req.kind is RequestKind.RESUME else req.id
-        run = self._begin(req, run_request)
-        if run is None:
+        begun = self._begin(request_id)
+        if begun is None:
             return
-        changes.refresh(sv, req.id)
-        first = self._first_position(run) if req.kind is RequestKind.RESUME else 0
+        req, run, planned, first, reason = begun
+        self._poke_outbox()
+        rpo = None
         if req.kind is not RequestKind.ROLLBACK:
             svc = sv.config.service(req.service)
+            run_request = req.parent_id if req.kind is RequestKind.RESUME else req.id
             pre = run_preflight(sv, svc, req.from_region, req.to_region, [p.step for p in planned],
                                 exclude_request=run_request, resuming=req.kind is RequestKind.RESUME)
             if not pre.ok:
-                return self._finish(req, run, RequestState.FAILED, "pre-flight failed: the plan went stale",
+                return self._finish(req, run, None, RequestState.FAILED, "pre-flight failed: the plan went stale",
                                     stale=pre)
             rpo = pre.lag_seconds
-        else:
-            rpo = None
-        reason = req.reason
-        if req.kind is RequestKind.RESUME:  # the accepted data loss was named by the original request
-            with session_scope(sv.engine) as s:
-                reason = s.get(ChangeRequest, req.parent_id).reason
+        ended: _Ended | None = None
         with self._heartbeat(run):
             for p in planned:
                 if p.position < first:
                     continue
-                if not self._run_step(req, run, p, reason):
-                    return self._finish(req, run, RequestState.FAILED, f"step {p.position + 1} failed")
-        run_state = RequestState.ROLLED_BACK if req.kind is RequestKind.ROLLBACK else RequestState.SUCCEEDED
-        self._finish(req, run, run_state, "", rpo=rpo, succeeded=True)
+                step_id = self._step_started(req, run, p, ended)
+                ended = self._run_step(req, step_id, p, reason)
+                if ended.state is not StepState.SUCCEEDED:
+                    return self._finish(req, run, ended, RequestState.FAILED, f"step {p.position + 1} failed")
+        final = RequestState.ROLLED_BACK if req.kind is RequestKind.ROLLBACK else RequestState.SUCCEEDED
+        self._finish(req, run, ended, final, "", rpo=rpo, succeeded=True)
 
-    def _calendar(self, req: ChangeRequest) -> None:
-        """An approved skip or postpone of a scheduled drill: no runbook, just the change."""
-        from bot.drills import apply_calendar_change
-
-        sv = self.services
-        with session_scope(sv.engine) as s:
-            if not move_request(s, req.id, [RequestState.APPROVED], RequestState.RUNNING):
-                return
-        what = apply_calendar_change(sv, req)
-        with session_scope(sv.engine) as s:
-            move_request(s, req.id, [RequestState.RUNNING], RequestState.SUCCEEDED, closed_at=sv.clock(),
-                         state_reason=what)
-        changes.refresh(sv, req.id)
-        self.done.set()
-
-    def _begin(self, req: ChangeRequest, run_request: int) -> Run | None:
+    def _begin(self, request_id: int) -> tuple[ChangeRequest, Run, list[Planned], int, str] | None:
+        """Claim the request (approved and due -> running) and open or resume its run."""
         sv = self.services
         now = sv.clock()
         with session_scope(sv.engine) as s:
-            if not move_request(s, req.id, [RequestState.APPROVED], RequestState.RUNNING):
-                return None  # someone else runs it, or it is no longer approved
+            claimed = s.execute(update(ChangeRequest).where(ChangeRequest.id == request_id, *_due(now))
+                                .values(state=RequestState.RUNNING)
+                                .execution_options(synchronize_session=False)).rowcount == 1
+            if not claimed:
+                return None  # someone else runs it, it is no longer approved, or not due yet
+            req = s.get(ChangeRequest, request_id, populate_existing=True)
+            reason, first = req.reason, 0
             if req.kind is RequestKind.RESUME:
-                run = s.exec(select(Run).where(Run.request_id == run_request)).one()
+                parent = s.get(ChangeRequest, req.parent_id)
+                reason = parent.reason  # the accepted data loss was named by the original request
+                run = s.exec(select(Run).where(Run.request_id == parent.id)).one()
                 if not move_run(s, run.id, [RequestState.INTERRUPTED], RequestState.RUNNING, owner=OWNER,
                                 heartbeat_at=now):
                     move_request(s, req.id, [RequestState.RUNNING], RequestState.FAILED, closed_at=now,
                                  state_reason="the run is no longer interrupted")
+                    queue_message(sv, s, req)
                     return None
-                move_request(s, run_request, [RequestState.INTERRUPTED], RequestState.RUNNING)
+                move_request(s, parent.id, [RequestState.INTERRUPTED], RequestState.RUNNING)
+                first = self._first_position(s, run)
+                s.refresh(parent)
+                queue_message(sv, s, parent)
             else:
                 run = Run(request_id=req.id, kind=req.kind, service=req.service, approved_at=req.decided_at or now,
                           started_at=now, owner=OWNER, heartbeat_at=now)
@@ -168,13 +190,17 @@ class Runner:
                 s.flush()
             record(s, SYSTEM, "run.started", target=req.service, request_id=req.id, service=req.service,
                    detail={"run": run.id, "owner": OWNER})
+            planned = steps_for(sv, s, req)
+            queue_message(sv, s, req)
+            progress_of = s.get(ChangeRequest, run.request_id)
+            queue_progress(sv, s, progress_of)
             s.refresh(run)
-        return run
+        return req, run, planned, first, reason
 
-    def _first_position(self, run: Run) -> int:
-        with session_scope(self.services.engine) as s:
-            done = s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.rollback == False,  # noqa: E712
-                                                RunStep.state == StepState.SUCCEEDED)).all()
+    @staticmethod
+    def _first_position(s: Session, run: Run) -> int:
+        done = s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.rollback == False,  # noqa: E712
+                                            RunStep.state == StepState.SUCCEEDED)).all()
         return max((st.position for st in done), default=-1) + 1
 
     @contextmanager
@@ -198,44 +224,54 @@ class Runner:
         finally:
             stop.set()
 
-    def _run_step(self, req: ChangeRequest, run: Run, p: Planned, reason: str) -> bool:
+    def _step_started(self, req: ChangeRequest, run: Run, p: Planned, ended: _Ended | None) -> int:
+        """One transaction: the previous step's end, then this step's start."""
         sv = self.services
         with session_scope(sv.engine) as s:
-            attempt = len(s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.position == p.position,
-                                                       RunStep.rollback == p.rollback)).all()) + 1
+            if ended is not None:
+                self._persist_end(s, req, run, ended)
+            attempt = len(s.exec(select(RunStep.id).where(RunStep.run_id == run.id, RunStep.position == p.position,
+                                                          RunStep.rollback == p.rollback)).all()) + 1
             row = RunStep(run_id=run.id, position=p.position, attempt=attempt, name=p.step.name,
                           action=p.step.action, rollback=p.rollback, state=StepState.RUNNING,
                           started_at=sv.clock())
             s.add(row)
             s.get(Run, run.id).heartbeat_at = sv.clock()
             s.flush()
+            queue_progress(sv, s, s.get(ChangeRequest, run.request_id))
             step_id = row.id
-        self._progress(run.request_id)
-        try:
-            output = execute_step(sv, req, p.step, p.region, reason=reason)
-            state, error = StepState.SUCCEEDED, ""
-        except StepFailed as e:
-            output, state, error = e.output, StepState.FAILED, str(e)
-        now = sv.clock()
-        with session_scope(sv.engine) as s:
-            row = s.get(RunStep, step_id)
-            row.state, row.ended_at, row.error = state, now, error
-            row.output = json.dumps(output, default=str)
-            s.get(Run, run.id).heartbeat_at = now
-            if state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not output.get("dry_run"):
-                _record_region(s, sv, req.service, p.region, req.id)
-            record(s, SYSTEM, f"step.{state.value}", target=req.service, request_id=req.id, service=req.service,
-                   text=p.step.name, detail={"run": run.id, "position": p.position, "error": error,
-                                             "seconds": (now - row.started_at).total_seconds()})
-        self._progress(run.request_id)
-        return state is StepState.SUCCEEDED
+        self._poke_outbox()
+        return step_id
 
-    def _finish(self, req: ChangeRequest, run: Run, state: RequestState, why: str, rpo: float | None = None,
-                succeeded: bool = False, stale=None) -> None:
+    def _run_step(self, req: ChangeRequest, step_id: int, p: Planned, reason: str) -> _Ended:
+        try:
+            output = execute_step(self.services, req, p.step, p.region, reason=reason)
+            return _Ended(step_id, p, StepState.SUCCEEDED, "", output)
+        except StepFailed as e:
+            return _Ended(step_id, p, StepState.FAILED, str(e), e.output)
+
+    def _persist_end(self, s: Session, req: ChangeRequest, run: Run, ended: _Ended) -> None:
+        sv = self.services
+        now = sv.clock()
+        row = s.get(RunStep, ended.step_id)
+        row.state, row.ended_at, row.error = ended.state, now, ended.error
+        row.output = json.dumps(ended.output, default=str)
+        s.get(Run, run.id).heartbeat_at = now
+        p = ended.planned
+        if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
+            _record_region(s, sv, req.service, p.region, req.id)
+        record(s, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id, service=req.service,
+               text=p.step.name, detail={"run": run.id, "position": p.position, "error": ended.error,
+                                         "seconds": (now - row.started_at).total_seconds()})
+
+    def _finish(self, req: ChangeRequest, run: Run, ended: _Ended | None, state: RequestState, why: str,
+                rpo: float | None = None, succeeded: bool = False, stale: Preflight | None = None) -> None:
         sv = self.services
         now = sv.clock()
         svc = sv.config.service(req.service)
         with session_scope(sv.engine) as s:
+            if ended is not None:
+                self._persist_end(s, req, run, ended)
             r = s.get(Run, run.id)
             values = {"ended_at": now, "error": why}
             if succeeded:
@@ -261,53 +297,23 @@ class Runner:
                 _record_region(s, sv, req.service, req.to_region, req.id)
             record(s, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
                    text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
-        self._progress(run.request_id)
-        changes.refresh(sv, req.id)
-        if req.parent_id:
-            changes.refresh(sv, req.parent_id)
-        if req.kind is RequestKind.DRILL and req.channel:
-            self._report(req, run)
-        flush = getattr(sv.messenger, "flush", None)
-        if flush is not None:  # coalesced updates: the final state must reach the channel
-            flush(timeout=30.0)
+            s.flush()
+            current = s.get(ChangeRequest, req.id, populate_existing=True)
+            queue_message(sv, s, current)
+            queue_progress(sv, s, s.get(ChangeRequest, run.request_id))
+            if req.parent_id:
+                queue_message(sv, s, s.get(ChangeRequest, req.parent_id, populate_existing=True))
+            if req.kind is RequestKind.DRILL:
+                queue_report(sv, s, current)
+        self._poke_outbox()
         self.done.set()
 
-    def _report(self, req: ChangeRequest, run: Run) -> None:
-        """The drill report, in the request's thread: steps, measured RTO/RPO against the
-        targets, what broke, and the RTO trend of the service's drills."""
-        sv = self.services
-        reply = changes.message(sv, req.id)
-        with session_scope(sv.engine) as s:
-            history = s.exec(select(Run).where(Run.service == req.service, Run.kind == RequestKind.DRILL,
-                                               Run.measured_rto_s != None)  # noqa: E711
-                             .order_by(Run.started_at.desc()).limit(12)).all()
-        trend = [r.measured_rto_s for r in reversed(history)]
-        try:
-            sv.messenger.post(req.channel, Reply("drill_report", reply.context | {"trend": trend}, ephemeral=False),
-                              thread_ts=req.message_ts or None)
-        except Exception:
-            log.exception("could not post the report of drill %s", req.id)
-
-    def _progress(self, request_id: int) -> None:
-        """One live progress message in the request's thread, posted once then updated."""
-        sv = self.services
-        reply = changes.message(sv, request_id)
-        req, run = reply.context["req"], reply.context["run"]
-        if not req.channel or run is None:
-            return
-        progress = Reply("run_progress", reply.context, ephemeral=False)
-        try:
-            if run.progress_ts:
-                sv.messenger.update(req.channel, run.progress_ts, progress)
-            else:
-                ts = sv.messenger.post(req.channel, progress, thread_ts=req.message_ts or None)
-                with session_scope(sv.engine) as s:
-                    s.get(Run, run.id).progress_ts = ts
-        except Exception:
-            log.exception("could not post the progress of request %s", request_id)
+    def _poke_outbox(self) -> None:
+        if self.services.outbox is not None:
+            self.services.outbox.poke()
 
 
-def _record_region(s, sv: Services, service: str, active: str, request_id: int) -> None:
+def _record_region(s: Session, sv: Services, service: str, active: str, request_id: int) -> None:
     svc = sv.config.service(service)
     standby = svc.standby if active == svc.active else svc.active
     row = s.get(ServiceState, service)
@@ -317,4 +323,3 @@ def _record_region(s, sv: Services, service: str, active: str, request_id: int) 
     else:
         row.active_region, row.standby_region = active, standby
         row.updated_at, row.changed_by_request = sv.clock(), request_id
-

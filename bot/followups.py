@@ -14,12 +14,13 @@ from bot import changes
 from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.changes import Refused
-from bot.engine import OWNER
+from bot.identity import OWNER
+from bot.plans import steps_for
 from bot.policy import policy_for
-from bot.render import Reply
+from bot.request_events import queue_interrupted, queue_message
 from bot.services import Services
 from bot.store import session_scope
-from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, StepState
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 from bot.store.transitions import move_request, move_run
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ def request_rollback(services: Services, actor: Actor, request_id: int) -> Chang
     _may_follow_up(services, actor, req)
     child = ChangeRequest(kind=RequestKind.ROLLBACK, service=req.service, from_region=req.from_region,
                           to_region=req.to_region, parent_id=req.id)
-    from bot.engine import steps_for
-
-    if not steps_for(services, child):
+    with session_scope(services.engine) as s:
+        undo = steps_for(services, s, child)
+    if not undo:
         raise Refused("nothing_to_roll_back", id=request_id)
     return changes.create(services, _in_channel(actor, req), RequestKind.ROLLBACK, req.service, req.from_region,
                           req.to_region, [], f"roll back #{req.id}", parent_id=req.id)
@@ -62,10 +63,10 @@ def request_rollback(services: Services, actor: Actor, request_id: int) -> Chang
 def request_resume(services: Services, actor: Actor, request_id: int) -> ChangeRequest:
     req = _load_failed_or_interrupted(services, request_id, RequestState.INTERRUPTED)
     _may_follow_up(services, actor, req)
-    from bot.engine import steps_for
-
+    with session_scope(services.engine) as s:
+        steps = [p.step for p in steps_for(services, s, req)]
     return changes.create(services, _in_channel(actor, req), RequestKind.RESUME, req.service, req.from_region,
-                          req.to_region, [p.step for p in steps_for(services, req)], f"resume #{req.id}",
+                          req.to_region, steps, f"resume #{req.id}",
                           parent_id=req.id)
 
 
@@ -82,7 +83,10 @@ def abort(services: Services, actor: Actor, request_id: int) -> None:
         if run is not None:
             move_run(s, run.id, [RequestState.FAILED, RequestState.INTERRUPTED], RequestState.ABORTED, ended_at=now)
         record(s, actor, "request.aborted", target=req.service, request_id=req.id, service=req.service)
-    changes.refresh(services, request_id)
+        s.refresh(req)
+        queue_message(services, s, req)
+    if services.outbox is not None:
+        services.outbox.poke()
 
 
 def _in_channel(actor: Actor, req: ChangeRequest) -> Actor:
@@ -122,15 +126,13 @@ def recover_interrupted(services: Services) -> list[int]:
                                                                 ChangeRequest.state == RequestState.RUNNING)):
                     move_request(s, child.id, [RequestState.RUNNING], RequestState.INTERRUPTED,
                                  state_reason="the process running it stopped")
+                    queue_message(services, s, s.get(ChangeRequest, child.id, populate_existing=True))
                 record(s, SYSTEM, "run.interrupted", target=run.service, request_id=run.request_id,
                        service=run.service, detail={"run": run.id, "owner": run.owner})
+                req = s.get(ChangeRequest, run.request_id, populate_existing=True)
+                queue_message(services, s, req)
+                queue_interrupted(services, s, req, run.id)
                 found.append(run.request_id)
-    for rid in found:
-        changes.refresh(services, rid)
-        reply = changes.message(services, rid)
-        req, steps = reply.context["req"], reply.context["steps"]
-        running = [st for st in steps if st.state is StepState.RUNNING]
-        if req.channel:
-            services.messenger.post(req.channel, Reply("run_interrupted", reply.context | {"running": running},
-                                                       ephemeral=False), thread_ts=req.message_ts or None)
+    if found and services.outbox is not None:
+        services.outbox.poke()
     return found

@@ -4,21 +4,28 @@ Every side effect goes through the outbox, in the transaction of the change caus
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.actor import Actor
 from bot.audit import record
-from bot.outbox import enqueue
+from bot.events import ArchivePostmortem, IncidentChannel, IncidentResolved, IncidentReminder, StatuspagePreview
+from bot.events import StatuspagePublish
+from bot.outbox.queue import enqueue, parse
+from bot.render import Reply
 from bot.services import Services
-from bot.store.incident_tables import Incident, IncidentStatus
-from bot.store.models import TimelineEvent
+from bot.store import session_scope
+from bot.store.incident_tables import Incident, IncidentStatus, OutboxItem, PreviewDecision
 
 IMPACT = {"sev1": "major_outage", "sev2": "partial_outage", "sev3": "degraded_performance",
           "sev4": "degraded_performance"}
 STATUSES = tuple(s.value for s in IncidentStatus)
+
+
+class NoIncident(Exception):
+    """There is no (open) incident where the person asked."""
 
 
 def services_of(incident: Incident) -> list[str]:
@@ -50,8 +57,7 @@ def open_incident(services: Services, s: Session, actor: Actor, title: str, seve
     s.flush()
     record(s, actor, "incident.opened", target=",".join(service_names), incident_id=inc.id, text=title,
            detail={"severity": severity, "services": service_names})
-    enqueue(s, "slack.incident_channel", f"slack:incident:{inc.id}", f"incident:{inc.id}:channel",
-            {"incident_id": inc.id})
+    enqueue(s, IncidentChannel(incident_id=inc.id), now)
     publish_status(services, s, inc, first=True)
     return inc
 
@@ -69,11 +75,9 @@ def set_status(services: Services, s: Session, actor: Actor, inc: Incident, stat
            detail={"from": previous, "to": status})
     publish_status(services, s, inc, message=message)
     if status == "resolved":
-        enqueue(s, "slack.resolved", f"slack:incident:{inc.id}", f"incident:{inc.id}:resolved",
-                {"incident_id": inc.id})
+        enqueue(s, IncidentResolved(incident_id=inc.id), now)
         if services.config.archive is not None:
-            enqueue(s, "archive.postmortem", f"archive:incident:{inc.id}", f"incident:{inc.id}:archive",
-                    {"incident_id": inc.id})
+            enqueue(s, ArchivePostmortem(incident_id=inc.id), now)
 
 
 def add_note(s: Session, actor: Actor, inc: Incident, text: str, kind: str = "incident.note",
@@ -89,41 +93,36 @@ def publish_status(services: Services, s: Session, inc: Incident, message: str =
     policy = sp.publish.get(inc.severity, "preview")  # unlisted: a person decides
     if policy == "skip":
         return
-    key = f"incident:{inc.id}:statuspage:{inc.status.value}:{uuid.uuid4().hex[:12]}"
-    payload = {"incident_id": inc.id, "status": inc.status.value, "message": message, "create": first}
-    kind = "statuspage.publish" if policy == "auto" else "slack.statuspage_preview"
-    stream = f"statuspage:incident:{inc.id}" if policy == "auto" else f"slack:incident:{inc.id}"
-    enqueue(s, kind, stream, key, payload)
+    if policy == "auto":
+        enqueue(s, StatuspagePublish(incident_id=inc.id, status=inc.status.value, message=message), services.clock())
+    else:
+        enqueue(s, StatuspagePreview(incident_id=inc.id, status=inc.status.value, message=message), services.clock())
 
 
 def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool, body: str | None = None):
-    """Publish or skip a previewed status-page update (the preview's outbox item)."""
-    from bot.render import Reply
-    from bot.store import session_scope
-    from bot.store.incident_tables import OutboxItem
-
+    """Publish or skip a previewed status-page update (the preview's outbox item). One
+    decision per preview, on any replica: the first Publish or Skip wins (its row's
+    primary key), later clicks are told so."""
     with session_scope(services.engine) as s:
         item = s.get(OutboxItem, item_id)
-        if item is None or item.kind != "slack.statuspage_preview":
+        if item is None or item.kind != StatuspagePreview.KIND:
             return Reply("refused", {"code": "unknown_action", "p": {"action": f"preview {item_id}"}})
-        payload = json.loads(item.payload)
-        if body is not None:  # edited by the incident commander before publishing: published as written
-            payload["message"] = payload["body"] = body
-        inc = s.get(Incident, payload["incident_id"])
-        # one decision per preview: the first Publish or Skip wins, later clicks are told so
-        decided = s.exec(select(TimelineEvent).where(
-            TimelineEvent.incident_id == inc.id, col(TimelineEvent.kind).in_(["statuspage.approved",
-                                                                             "statuspage.skipped"]),
-            col(TimelineEvent.data).contains(f'"preview": {item_id}'))).first()
-        if decided is not None:
-            return Reply("refused", {"code": "preview_decided", "p": {"item": item_id, "how": decided.kind[11:]}})
+        preview = parse(item)
+        inc = s.get(Incident, preview.incident_id)
+        decision = "approved" if publish else "skipped"
+        try:
+            with s.begin_nested():
+                s.add(PreviewDecision(item_id=item_id, decision=decision, decided_by=actor.id, at=services.clock()))
+        except IntegrityError:
+            decided = s.get(PreviewDecision, item_id)
+            return Reply("refused", {"code": "preview_decided", "p": {"item": item_id, "how": decided.decision}})
         if publish:
-            enqueue(s, "statuspage.publish", f"statuspage:incident:{inc.id}", f"publish-of-{item_id}", payload)
-            record(s, actor, "statuspage.approved", target=inc.title, incident_id=inc.id,
-                   detail={"status": payload["status"], "preview": item_id})
-        else:
-            record(s, actor, "statuspage.skipped", target=inc.title, incident_id=inc.id,
-                   detail={"status": payload["status"], "preview": item_id})
+            # edited by the incident commander before publishing: published as written
+            enqueue(s, StatuspagePublish(incident_id=inc.id, status=preview.status,
+                                         message=body if body is not None else preview.message, body=body,
+                                         preview=item_id), services.clock())
+        record(s, actor, f"statuspage.{decision}", target=inc.title, incident_id=inc.id,
+               detail={"status": preview.status, "preview": item_id})
     if services.outbox is not None:
         services.outbox.poke()
     return None
@@ -131,8 +130,6 @@ def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool
 
 def pin_message(services: Services, channel: str, author: str, text: str, ts: str, by: Actor) -> bool:
     """A message someone reacted to with the pin reaction joins the incident's timeline."""
-    from bot.store import session_scope
-
     with session_scope(services.engine) as s:
         inc = s.exec(select(Incident).where(Incident.channel_id == channel)).first()
         if inc is None:
@@ -143,12 +140,9 @@ def pin_message(services: Services, channel: str, author: str, text: str, ts: st
 
 def update_from_form(services: Services, actor: Actor, incident_id: int, status: str, message: str):
     """The 'post update' modal of the reminder: a status change with its message."""
-    from bot.store import session_scope
-
     with session_scope(services.engine) as s:
         inc = s.get(Incident, incident_id)
         if inc is None or inc.status is IncidentStatus.RESOLVED:
-            from bot.render import Reply
             return Reply("refused", {"code": "not_in_state", "p": {"id": incident_id, "state": "resolved",
                                                                    "wanted": "open"}})
         set_status(services, s, actor, inc, status, message)
@@ -160,8 +154,6 @@ def update_from_form(services: Services, actor: Actor, incident_id: int, status:
 def remind_due(services: Services) -> list[int]:
     """Open incidents with no status update for the configured interval get one reminder
     per interval in their channel, with a button that opens the update form."""
-    from bot.store import session_scope
-
     now = services.clock()
     every = services.config.incidents.reminder
     reminded = []
@@ -170,7 +162,43 @@ def remind_due(services: Services) -> list[int]:
             last = max(t for t in (inc.last_update_at, inc.opened_at, inc.reminded_at) if t is not None)
             if inc.channel_id and now - last >= every:
                 inc.reminded_at = now
-                enqueue(s, "slack.reminder", f"slack:incident:{inc.id}", f"incident:{inc.id}:remind:{now.isoformat()}",
-                        {"incident_id": inc.id, "quiet_for": (now - (inc.last_update_at or inc.opened_at)).total_seconds()})
+                quiet = (now - (inc.last_update_at or inc.opened_at)).total_seconds()
+                enqueue(s, IncidentReminder(incident_id=inc.id, quiet_for=quiet, at=now.isoformat()), now)
                 reminded.append(inc.id)
     return reminded
+
+
+# -- by hand, from a channel --------------------------------------------------------------
+
+def open_by_hand(services: Services, actor: Actor, title: str, severity: str, names: list[str]) -> Incident:
+    with session_scope(services.engine) as s:
+        inc = open_incident(services, s, actor, title, severity, names)
+    if services.outbox is not None:
+        services.outbox.poke()
+    return inc
+
+
+def _in_channel(s: Session, channel: str | None) -> Incident:
+    inc = for_channel(s, channel)
+    if inc is None:
+        raise NoIncident(channel)
+    return inc
+
+
+def status_in_channel(services: Services, actor: Actor, channel: str | None, status: str, message: str) -> Incident:
+    """Set the status of the channel's incident (the status page follows, per policy)."""
+    with session_scope(services.engine) as s:
+        inc = _in_channel(s, channel)
+        if inc.status is IncidentStatus.RESOLVED:
+            raise NoIncident(channel)
+        set_status(services, s, actor, inc, status, message)
+    if services.outbox is not None:
+        services.outbox.poke()
+    return inc
+
+
+def note_in_channel(services: Services, actor: Actor, channel: str | None, text: str) -> Incident:
+    with session_scope(services.engine) as s:
+        inc = _in_channel(s, channel)
+        add_note(s, actor, inc, text)
+    return inc

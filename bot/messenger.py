@@ -1,11 +1,25 @@
-"""How the core posts and updates messages without knowing the transport. The Slack
-transport implements it with chat.postMessage / chat.update; the shell prints text."""
+"""How the outbox's handlers post and update messages without knowing the transport. The
+Slack transport implements it with chat.postMessage / chat.update; the shell prints text.
+Only outbox handlers call it (and they are called only by the outbox worker)."""
 from __future__ import annotations
 
 import threading
 from typing import Protocol
 
 from bot.render import Reply
+
+
+class DeliveryFailed(Exception):
+    """A message that could not be delivered. ``transient``: try again later (the chat
+    service failed, rate limited, timed out); otherwise it never will be as it is (an
+    unknown channel, blocks the service refuses), and the outbox gives it up."""
+
+    def __init__(self, message: str, transient: bool, retry_after: float | None = None, code: str = ""):
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+        self.code = code
+        """The service's own error code, e.g. Slack's ``channel_not_found``."""
 
 
 class Messenger(Protocol):

@@ -47,6 +47,25 @@ class Reply:
     """A form to open for the clicker (Slack: views.open); the shell prints its text."""
 
 
+MAX_SECTION = 3000
+MAX_HEADER = 150
+MAX_FALLBACK = 4000
+"""Block Kit's limits on a section's text, a header's text, and (advised) the fallback text."""
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _fit(block: dict) -> dict:
+    """Clip texts that Slack would refuse whole (a long reason must not lose the message)."""
+    limit = MAX_SECTION if block.get("type") == "section" else MAX_HEADER if block.get("type") == "header" else None
+    text = block.get("text")
+    if limit is not None and isinstance(text, dict) and len(text.get("text", "")) > limit:
+        block = block | {"text": text | {"text": _clip(text["text"], limit)}}
+    return block
+
+
 class Raw(str):
     """Already-valid mrkdwn (built here from checked IDs); JSON-escaped only."""
 
@@ -143,9 +162,9 @@ class Renderer:
             message = json.loads(raw)
         except json.JSONDecodeError as e:  # a template bug: fail loudly, with the place
             raise ValueError(f"template blocks/{reply.template}.json.j2 rendered invalid JSON: {e}\n{raw}") from e
-        blocks = message.get("blocks", [])
+        blocks = [_fit(b) for b in message.get("blocks", [])]
         if len(blocks) > MAX_BLOCKS:
             hidden = len(blocks) - (MAX_BLOCKS - 1)
             blocks = blocks[:MAX_BLOCKS - 1] + [{"type": "context", "elements": [
                 {"type": "mrkdwn", "text": f"{hidden} more blocks not shown (Slack allows {MAX_BLOCKS})."}]}]
-        return blocks, message.get("text", "")
+        return blocks, _clip(message.get("text", ""), MAX_FALLBACK)

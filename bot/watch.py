@@ -12,7 +12,7 @@ be read, the band is kept as it was, so one missing reading does not reset it.
 ``watched_verdict`` is the pure part. ``watch_once`` is the scheduled job ("readiness_watch"):
 it records every lag reading (``LagRecord``, for the weekly digest), compares each service
 with its ``WatchState`` and, on a change, updates the state and enqueues ONE outbox item
-"slack.readiness_change" in the same transaction. The first observation of a service only
+"readiness.change" in the same transaction. The first observation of a service only
 records its state. A change with no channel configured updates the state and posts nothing.
 """
 from __future__ import annotations
@@ -26,17 +26,16 @@ from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from bot.outbox import Outcome, enqueue
+from bot.events import ReadinessChange
+from bot.outbox.queue import enqueue
 from bot.readiness import Assessment, Finding, Verdict, worst
 from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.drill_tables import LagRecord, WatchState
-from bot.store.incident_tables import OutboxItem
 
 log = logging.getLogger(__name__)
 
-KIND = "slack.readiness_change"
 BANDS = ("ok", "warning", "critical")
 LAG_KEEP = timedelta(days=35)
 """Lag records older than this are deleted by the watch (the digest needs 7 days)."""
@@ -158,9 +157,9 @@ def watch_once(services: Services) -> list[dict[str, Any]]:
                 continue  # another watcher moved it first, or only the band changed
             change = _change(services, a, old_verdict, verdict, band, old_since, now)
             if change["channel"]:
-                change["posted"] = enqueue(s, KIND, f"slack:readiness:{a.service}",
-                                           f"readiness:{a.service}:{now.isoformat()}:{verdict.value}",
-                                           {k: v for k, v in change.items() if k != "posted"})
+                change["posted"] = enqueue(s, ReadinessChange(
+                    channel=change["channel"], service=a.service, at=now.isoformat(), to=verdict.value,
+                    change={k: v for k, v in change.items() if k != "posted"}), services.clock())
             changes.append(change)
         s.execute(delete(LagRecord).where(LagRecord.at < now - LAG_KEEP))
     if any(c["posted"] for c in changes) and services.outbox is not None:
@@ -192,18 +191,3 @@ def change_context(services: Services, payload: dict[str, Any]) -> dict[str, Any
             "held": Verdict(payload["hold"]["verdict"]) if payload.get("hold") else None,
             "at": datetime.fromisoformat(payload["at"]), "since": datetime.fromisoformat(payload["since"]),
             "command": services.command}
-
-
-class ReadinessChangeHandler:
-    """Posts one readiness change to its channel; paced per channel."""
-
-    def pace_key(self, payload: dict) -> str | None:
-        return f"slack:channel:{payload.get('channel')}"
-
-    def interval(self) -> float:
-        return 1.0
-
-    def deliver(self, services: Services, item: OutboxItem, payload: dict) -> Outcome:
-        ts = services.messenger.post(payload["channel"], Reply("readiness_change", change_context(services, payload),
-                                                               ephemeral=False))
-        return Outcome(result={"channel": payload["channel"], "ts": ts})

@@ -9,21 +9,22 @@ from typing import Any, Callable
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import drills, jobs, outbox_handlers
+from bot import drills, jobs
 from bot.changes import expire_due
-from bot.incidents import remind_due
 from bot.collector import Collector
 from bot.config import LoadedConfig, load_config
+from bot.delivery import registry
 from bot.digest import digest_once
 from bot.engine import Runner
-from bot.outbox import Worker
+from bot.incidents import remind_due
+from bot.outbox.worker import Worker
 from bot.scheduler import Scheduler
 from bot.render import Renderer
 from bot.services import Services
 from bot.status import StatusService
 from bot.store import DEFAULT_URL, create_schema, make_engine
 from bot.watch import watch_once
-from integrations import registry
+from integrations import registry as backend_registry
 from integrations.base import Backend
 
 
@@ -44,7 +45,7 @@ def build_backends(loaded: LoadedConfig, clients: dict[str, Any] | None = None) 
     clients = clients or {}
     out = {}
     for name, spec in loaded.config.sources.items():
-        cls = registry.backend_class(spec.kind)
+        cls = backend_registry.backend_class(spec.kind)
         out[name] = cls(name, loaded.options[name], client=clients.get(name))
     return out
 
@@ -67,7 +68,8 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
         clock=clock,
     )
     services.runner = Runner(services, inline=inline_runs)
-    services.outbox = Worker(services, outbox_handlers.handlers(services))
+    services.outbox = Worker(services, registry.kinds(loaded.config), registry.limits(loaded.config),
+                             inline=inline_runs)
     services.scheduler = build_scheduler(services)
     seed_sandboxes(services)
     return services

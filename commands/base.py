@@ -1,10 +1,13 @@
-"""What every command shares: the invocation it receives and the errors it raises."""
+"""What every command shares: the invocation it receives, the errors it raises, and the
+shape of the declarations in ``commands.table``."""
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Callable
 
 from bot.actor import Actor
+from bot.render import Reply
 from bot.services import Services
 
 
@@ -18,12 +21,53 @@ class Invocation:
 
 
 class UsageError(Exception):
-    """Bad input: answered with an ephemeral usage message that says what was wrong."""
+    """Bad input: answered with an ephemeral usage message that says what was wrong.
+    ``message`` None: just the usage (``/dr help``)."""
 
-    def __init__(self, message: str, topic: str | None = None):
-        super().__init__(message)
+    def __init__(self, message: str | None, topic: str | None = None):
+        super().__init__(message or "")
         self.message = message
         self.topic = topic
+
+
+class FormError(Exception):
+    """A form value that is not acceptable: shown next to the field (Slack) or as a line."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """``/dr NAME ...``: declared once; the router, ``/dr help`` and the usage template read it."""
+
+    name: str
+    usage: str
+    """The synopsis after the command, e.g. ``status [SERVICE] [public]``."""
+    help: str
+    run: Callable[[Invocation], Reply]
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button: Slack matches its ``action_id``, the shell its ``verb`` (``click VERB ID``)."""
+
+    action_id: str
+    verb: str
+    run: Callable[[Services, Actor, str], Reply | None]
+    """(services, who clicked, the button's value) -> what only the clicker sees, or None."""
+
+
+@dataclass(frozen=True)
+class Form:
+    """A modal's submission, by its ``callback_id``."""
+
+    callback_id: str
+    validate: Callable[[Services, dict[str, str]], None]
+    """Cheap checks, fast enough for Slack's 3-second ack; raises FormError."""
+    submit: Callable[[Services, Actor, int, dict[str, str]], Reply | None]
 
 
 def pick_service(inv: Invocation, name: str, topic: str) -> str:

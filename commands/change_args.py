@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+from bot.durations import DurationError, parse_duration
 
 from commands.base import Invocation, UsageError, pick_service
 
@@ -58,11 +62,6 @@ def regions_for(inv: Invocation, service: str, kind: str, to_region: str | None,
 def parse_when(words: list[str], tz: str, now, topic: str):
     """A time people type: '2026-12-03 10:00' or '2026-12-03T10:00' (in ``tz`` unless it
     carries an offset), or 'in 2h' / '+2h'. Returns (aware UTC datetime, words left)."""
-    from datetime import datetime, timezone
-    from zoneinfo import ZoneInfo
-
-    from bot.durations import DurationError, parse_duration
-
     if not words:
         raise UsageError("say when, e.g. `2026-12-03 10:00` or `in 2h`", topic)
     if words[0] in ("in", "+") and len(words) > 1 or words[0].startswith("+"):

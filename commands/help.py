@@ -1,21 +1,12 @@
-"""``/dr help [COMMAND]``: usage of every subcommand, or of one."""
+"""``/dr help [COMMAND]``: usage of every subcommand, or of one (rendered by the router
+from the table)."""
 from __future__ import annotations
 
 from bot.render import Reply
-from commands.base import Invocation
+from commands.base import Invocation, UsageError
 
 NAME = "help"
 
 
 def run(inv: Invocation) -> Reply:
-    topic = inv.args[0] if inv.args else None
-    return usage(inv, topic=topic)
-
-
-def usage(inv: Invocation, error: str | None = None, topic: str | None = None) -> Reply:
-    from commands.router import names
-
-    known = names()
-    if topic not in known:
-        topic = None
-    return Reply("usage", {"command": inv.services.command, "error": error, "topic": topic, "commands": known})
+    raise UsageError(None, inv.args[0].lower() if inv.args else None)

@@ -1,10 +1,9 @@
 """``/dr incident [open TITLE... [sev1..sev4] [SERVICE...] | status STATUS [MESSAGE...] | note TEXT...]``."""
 from __future__ import annotations
 
-from bot.incidents import STATUSES, add_note, for_channel, open_incident, open_incidents, set_status
-from bot.outbox_handlers import incident_context
+from bot.incident_view import channel_view, context_of
+from bot.incidents import STATUSES, NoIncident, note_in_channel, open_by_hand, status_in_channel
 from bot.render import Reply
-from bot.store import session_scope
 from commands.base import Invocation, UsageError
 
 NAME = "incident"
@@ -14,34 +13,30 @@ SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
 def run(inv: Invocation) -> Reply:
     words = list(inv.args)
     verb = words.pop(0).lower() if words else ""
+    sv = inv.services
     if verb == "open":
         return _open(inv, words)
-    with session_scope(inv.services.engine) as s:
-        inc = for_channel(s, inv.actor.channel)
-        if verb == "":
-            if inc is None:
-                return Reply("incident_list", {"incidents": open_incidents(s), "command": inv.services.command})
-            return Reply("incident_summary", incident_context(inv.services, s, inc))
-        if inc is None:
-            raise UsageError("no incident here: run this in an incident channel, or open one with "
-                             f"`{inv.services.command} incident open TITLE`", NAME)
+    if verb == "":
+        context, open_ = channel_view(sv, inv.actor.channel)
+        if context is None:
+            return Reply("incident_list", {"incidents": open_, "command": sv.command})
+        return Reply("incident_summary", context)
+    nowhere = UsageError("no open incident here: run this in an incident channel, or open one with "
+                         f"`{sv.command} incident open TITLE`", NAME)
+    try:
         if verb == "status":
             if not words or words[0].lower() not in STATUSES:
                 raise UsageError(f"give the status: one of {', '.join(STATUSES)}", NAME)
-            status = words[0].lower()
-            if inc.status.value == "resolved":
-                raise UsageError(f"incident #{inc.id} is already resolved", NAME)
-            set_status(inv.services, s, inv.actor, inc, status, " ".join(words[1:]))
-            reply = Reply("incident_summary", incident_context(inv.services, s, inc), ephemeral=False)
-        elif verb == "note":
+            inc = status_in_channel(sv, inv.actor, inv.actor.channel, words[0].lower(), " ".join(words[1:]))
+            return Reply("incident_summary", context_of(sv, inc.id), ephemeral=False)
+        if verb == "note":
             if not words:
                 raise UsageError("write the note after `note`", NAME)
-            add_note(s, inv.actor, inc, inv.text.split(None, 1)[1])
-            reply = Reply("incident_noted", {"inc": inc})
-        else:
-            raise UsageError(f"unknown incident action '{verb}' (open, status, note)", NAME)
-    inv.services.outbox.poke()
-    return reply
+            inc = note_in_channel(sv, inv.actor, inv.actor.channel, inv.text.split(None, 1)[1])
+            return Reply("incident_noted", {"inc": inc})
+    except NoIncident:
+        raise nowhere from None
+    raise UsageError(f"unknown incident action '{verb}' (open, status, note)", NAME)
 
 
 def _open(inv: Invocation, words: list[str]) -> Reply:
@@ -51,7 +46,5 @@ def _open(inv: Invocation, words: list[str]) -> Reply:
     title = " ".join(w for w in words if w.lower() not in SEVERITIES and w not in names).strip()
     if not title:
         raise UsageError("give the incident a title", NAME)
-    with session_scope(inv.services.engine) as s:
-        inc = open_incident(inv.services, s, inv.actor, title, severity, services)
-    inv.services.outbox.poke()
+    inc = open_by_hand(inv.services, inv.actor, title, severity, services)
     return Reply("incident_opened_ack", {"inc": inc, "services": services})

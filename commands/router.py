@@ -1,27 +1,49 @@
-"""Turns ``/dr SUBCOMMAND ARGS...`` into a call of the subcommand's module. Nothing is
-ignored silently: an unknown subcommand or a bad argument gets a usage reply saying why."""
+"""Turns ``/dr SUBCOMMAND ARGS...``, a click or a form into a call of what
+``commands.table`` declares. Nothing is ignored silently: an unknown subcommand or a bad
+argument gets a usage reply saying why; a refusal says who may."""
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 import uuid
-from types import ModuleType
 
 from bot.actor import Actor
+from bot.changes import Refused
 from bot.render import Reply
 from bot.services import Services
-from commands import cancel, drill, drills, failback, failover, incident, outbox, plan, requests, status, timeline
-from commands import help as help_cmd
-from commands.base import Invocation, UsageError
+from commands.base import FormError, Invocation, UsageError
+from commands.table import BUTTONS, FORMS, SUBCOMMANDS
 
 log = logging.getLogger(__name__)
 
-_MODULES: tuple[ModuleType, ...] = (status, failover, failback, drill, drills, plan, requests, cancel, incident,
-                                      timeline, outbox, help_cmd)
+_BY_NAME = {c.name: c for c in SUBCOMMANDS}
+_BY_ACTION = {b.action_id: b for b in BUTTONS}
+_BY_VERB = {b.verb: b for b in BUTTONS}
+_BY_FORM = {f.callback_id: f for f in FORMS}
 
 
 def names() -> list[str]:
-    return [m.NAME for m in _MODULES]
+    return [c.name for c in SUBCOMMANDS]
+
+
+def action_pattern() -> re.Pattern:
+    """Every button's action_id (for Slack's action matching)."""
+    return re.compile("^(" + "|".join(re.escape(b.action_id) for b in BUTTONS) + ")$")
+
+
+def form_pattern() -> re.Pattern:
+    return re.compile("^(" + "|".join(re.escape(f.callback_id) for f in FORMS) + ")$")
+
+
+def action_for_verb(verb: str) -> str:
+    """The shell's ``click VERB ID``: the action_id of the button with that verb."""
+    return _BY_VERB[verb].action_id if verb in _BY_VERB else verb
+
+
+def usage(services: Services, error: str | None = None, topic: str | None = None) -> Reply:
+    return Reply("usage", {"command": services.command, "error": error,
+                           "subcommands": [_BY_NAME[topic]] if topic in _BY_NAME else list(SUBCOMMANDS)})
 
 
 def split(text: str) -> list[str]:
@@ -32,19 +54,64 @@ def split(text: str) -> list[str]:
         return text.split()
 
 
+def _failed(what: str, actor: Actor, e: Exception) -> Reply:
+    ref = uuid.uuid4().hex[:8]
+    log.exception("%s by %s failed [%s]", what, actor.id, ref)
+    return Reply("error", {"message": f"{type(e).__name__}: {e}", "ref": ref})
+
+
 def dispatch(services: Services, actor: Actor, text: str) -> Reply:
     words = split(text.strip())
     name, args = (words[0].lower(), words[1:]) if words else ("help", [])
     rest = text.strip()[len(words[0]):].strip() if words else ""
     inv = Invocation(services=services, actor=actor, args=args, text=rest)
-    module = next((m for m in _MODULES if m.NAME == name), None)
-    if module is None:
-        return help_cmd.usage(inv, error=f"unknown subcommand '{name}'")
+    sub = _BY_NAME.get(name)
+    if sub is None:
+        return usage(services, error=f"unknown subcommand '{name}'")
     try:
-        return module.run(inv)
+        return sub.run(inv)
     except UsageError as e:
-        return help_cmd.usage(inv, error=e.message, topic=e.topic)
+        return usage(services, error=e.message, topic=e.topic)
+    except Refused as r:
+        return r.reply()
     except Exception as e:  # never leave a person without an answer
-        ref = uuid.uuid4().hex[:8]
-        log.exception("command %r by %s failed [%s]", text, actor.id, ref)
-        return Reply("error", {"message": f"{type(e).__name__}: {e}", "ref": ref})
+        return _failed(f"command {text!r}", actor, e)
+
+
+def click(services: Services, actor: Actor, action_id: str, value: str) -> Reply | None:
+    """Handle one click; returns what only the clicker should see (None: nothing to say,
+    the message itself shows the new state)."""
+    button = _BY_ACTION.get(action_id)
+    if button is None:
+        return Reply("refused", {"code": "unknown_action", "p": {"action": action_id}})
+    try:
+        return button.run(services, actor, value)
+    except UsageError as e:
+        return usage(services, error=e.message, topic=e.topic)
+    except Refused as r:
+        return r.reply()
+    except Exception as e:
+        return _failed(f"click {action_id}={value!r}", actor, e)
+
+
+def validate(services: Services, callback_id: str, fields: dict[str, str]) -> None:
+    """Raises FormError naming the field to correct."""
+    form = _BY_FORM.get(callback_id)
+    if form is not None:
+        form.validate(services, fields)
+
+
+def submit(services: Services, actor: Actor, callback_id: str, value: str, fields: dict[str, str]) -> Reply | None:
+    """A submitted modal: what only the submitter should see, or None. Raises FormError."""
+    form = _BY_FORM.get(callback_id)
+    if form is None or not value.isdigit():
+        return Reply("refused", {"code": "unknown_action", "p": {"action": callback_id}})
+    form.validate(services, fields)
+    try:
+        return form.submit(services, actor, int(value), fields)
+    except Refused as r:
+        return r.reply()
+    except FormError:
+        raise
+    except Exception as e:
+        return _failed(f"form {callback_id}", actor, e)

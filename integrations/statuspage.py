@@ -17,8 +17,8 @@ the Retry-After header); 5xx, timeouts and connection failures are TRANSIENT; 40
 NOT_PERMITTED; other 4xx are PERMANENT with the API's own message. The backend never
 retries or sleeps: the caller (the outbox worker) retries and paces requests (Statuspage
 allows about one request per second per API key). One call may make several requests
-(creating looks the key up first), so a caller that paces sets ``before_request``: it is
-called before every HTTP request, lookups included, and may wait there.
+(creating looks the key up first), so a caller that paces passes ``pace``: it is called
+before every HTTP request of that call, lookups included, and may wait there.
 """
 from __future__ import annotations
 
@@ -132,6 +132,10 @@ def _api_message(response: httpx.Response) -> str:
     return ""
 
 
+Pace = Callable[[], None] | None
+"""Called before each HTTP request of a call; may wait there (the caller's rate limit)."""
+
+
 class Statuspage(HttpBackend):
     """Opens, updates and resolves incidents and maintenances on one Statuspage page."""
 
@@ -140,16 +144,11 @@ class Statuspage(HttpBackend):
     capabilities = frozenset({STATUS})
     options: StatuspageOptions
 
-    def __init__(self, name: str, options: StatuspageOptions, client: Any = None):
-        super().__init__(name, options, client)
-        self.before_request: Callable[[], None] | None = None
-        """Called before every HTTP request to the page (the caller's pacing)."""
-
     # -- incidents ----------------------------------------------------------------------
 
     def create_incident(self, key: str, name: str, status: str, body: str,
                         components: Mapping[str, str], impact: str | None = None,
-                        ) -> PublishedIncident:
+                        pace: Pace = None) -> PublishedIncident:
         """Open an incident, or return the one already opened with ``key``."""
         _check(status, INCIDENT_STATUSES, "incident status")
         components = _check_components(components)
@@ -159,11 +158,11 @@ class Statuspage(HttpBackend):
                              components=components)
         if impact is not None:
             incident["impact_override"] = impact
-        return self._create_once(key, incident)
+        return self._create_once(key, incident, pace)
 
     def create_maintenance(self, key: str, name: str, body: str, scheduled_for: datetime,
                            scheduled_until: datetime, components: Iterable[str],
-                           remind_prior: bool = True) -> PublishedIncident:
+                           remind_prior: bool = True, pace: Pace = None) -> PublishedIncident:
         """Schedule a maintenance (or return the one scheduled with ``key``). Statuspage
         moves it to in progress and completed at the given times and sets ``components``
         (ids) under_maintenance meanwhile, operational afterwards."""
@@ -177,21 +176,21 @@ class Statuspage(HttpBackend):
                         scheduled_auto_completed=True,
                         auto_transition_to_maintenance_state=True,
                         auto_transition_to_operational_state=True)
-        return self._create_once(key, incident)
+        return self._create_once(key, incident, pace)
 
-    def find_incident(self, key: str) -> PublishedIncident | None:
+    def find_incident(self, key: str, pace: Pace = None) -> PublishedIncident | None:
         """The incident or maintenance created with ``key``, or None."""
         base = f"/pages/{self.options.page_id}/incidents"
         for path, params in ((base + "/unresolved", {"per_page": "100"}),
                              (base, {"limit": str(self.options.recent_limit)})):
-            listed = self._request("GET", path, params=params)
+            listed = self._request("GET", path, pace, params=params)
             for item in listed if isinstance(listed, list) else []:
                 if isinstance(item, dict) and self._key_of(item) == key:
                     return self._parse(item)
         return None
 
     def update_incident(self, incident_id: str, status: str, body: str,
-                        components: Mapping[str, str]) -> PublishedIncident:
+                        components: Mapping[str, str], pace: Pace = None) -> PublishedIncident:
         """Post an update: new status, message and component statuses. Non-empty
         ``components`` is the whole affected set (it replaces ``component_ids``)."""
         _check(status, INCIDENT_STATUSES + MAINTENANCE_STATUSES, "incident status")
@@ -200,14 +199,14 @@ class Statuspage(HttpBackend):
         if components:
             incident.update(components=components, component_ids=list(components))
         return self._parse(self._request(
-            "PATCH", f"/pages/{self.options.page_id}/incidents/{incident_id}",
+            "PATCH", f"/pages/{self.options.page_id}/incidents/{incident_id}", pace,
             json={"incident": incident}))
 
     def resolve_incident(self, incident_id: str, body: str,
-                         components: Iterable[str]) -> PublishedIncident:
+                         components: Iterable[str], pace: Pace = None) -> PublishedIncident:
         """Resolve the incident and set ``components`` (ids) operational."""
         return self.update_incident(incident_id, "resolved", body,
-                                    {c: "operational" for c in components})
+                                    {c: "operational" for c in components}, pace)
 
     def _new(self, key: str, name: str, body: str, **fields: Any) -> dict[str, Any]:
         if not key:
@@ -217,11 +216,11 @@ class Statuspage(HttpBackend):
         return {"name": name, "body": body, **fields,
                 "metadata": {"drbot": {"key": key}}, "deliver_notifications": True}
 
-    def _create_once(self, key: str, incident: dict[str, Any]) -> PublishedIncident:
-        existing = self.find_incident(key)
+    def _create_once(self, key: str, incident: dict[str, Any], pace: Pace) -> PublishedIncident:
+        existing = self.find_incident(key, pace)
         if existing is not None:
             return existing
-        return self._parse(self._request("POST", f"/pages/{self.options.page_id}/incidents",
+        return self._parse(self._request("POST", f"/pages/{self.options.page_id}/incidents", pace,
                                          json={"incident": incident}))
 
     @staticmethod
@@ -246,14 +245,14 @@ class Statuspage(HttpBackend):
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, pace: Pace = None, **kwargs: Any) -> Any:
         o = self.options
         where = f"Statuspage at {o.base_url}"
         headers = {"Authorization": f"OAuth {o.api_key.get_secret_value()}",
                    "Accept": "application/json"}
         client = self.client  # created first, so the pacing is not eaten by its setup
-        if self.before_request is not None:
-            self.before_request()
+        if pace is not None:
+            pace()
         try:
             response = client.request(method, o.base_url + path, headers=headers,
                                       timeout=o.timeout, **kwargs)

@@ -10,8 +10,8 @@ from typing import Iterator
 import uvicorn
 
 from bot.services import Services
-from bot.slack.app import SlackSettings, build_app
-from bot.slack.http import build_http_app
+from transports.slack.app import SlackSettings, build_app
+from transports.http import build_http_app
 from tests.fakes.slack_api import FakeSlack
 from tests.slack_client import SlackSender
 
@@ -42,13 +42,15 @@ def running_app(services: Services, fake: FakeSlack) -> Iterator[RunningApp]:
             raise RuntimeError("the app server did not start")
         time.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
+    if services.outbox is not None and not services.outbox.inline:
+        services.outbox.start(interval=0.2)  # as `drbot run` does: request messages, progress, posts
     sender = SlackSender(url, SIGNING_SECRET)
     try:
         yield RunningApp(services, url, sender)
     finally:
-        flush = getattr(services.messenger, "flush", None)
-        if flush is not None:  # coalesced Slack updates still queued go out before the fake stops
-            flush(timeout=10)
+        if services.outbox is not None:  # what is queued goes out before the fake stops
+            services.outbox.drain(timeout=10)
+            services.outbox.stop()
         sender.close()
         server.should_exit = True
         thread.join(timeout=10)

@@ -1,6 +1,6 @@
 """Helpers shared by several test modules: bounded polling, reading rows back from the
 store, the people who ask and approve, the plain sandbox config, and a real
-``python -m bot run --mode http`` subprocess."""
+``python -m transports run --mode http`` subprocess."""
 from __future__ import annotations
 
 import os
@@ -113,7 +113,7 @@ def free_port() -> int:
 
 
 class BotProcess:
-    """One ``python -m bot run --mode http`` subprocess against the fake Slack Web API; its
+    """One ``python -m transports run --mode http`` subprocess against the fake Slack Web API; its
     output goes to a file, shown when a test fails. A context manager: stopped on exit."""
 
     def __init__(self, tmp_path: Path, name: str, config: Path, db_url: str, fake, secret: str):
@@ -126,7 +126,7 @@ class BotProcess:
                 "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run", "--mode", "http", "--port", str(self.port), "--config", str(config)],
+            [sys.executable, "-m", "transports", "run", "--mode", "http", "--port", str(self.port), "--config", str(config)],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         self.sender = SlackSender(self.url, secret)
 
@@ -173,3 +173,9 @@ class BotProcess:
 def bot_logs(bots: Iterable[BotProcess]) -> str:
     """What the bots said, for a failure message."""
     return "\n".join(f"--- {b.name} (pid {b.pid}):\n{b.output()}" for b in bots)
+
+
+def delivered(services, timeout: float = 15.0) -> None:
+    """Wait until the outbox has delivered everything queued (request messages, progress,
+    posts are delivered by the outbox worker after the state change that queued them)."""
+    assert services.outbox.drain(timeout=timeout), "the outbox did not deliver everything in time"

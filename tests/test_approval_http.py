@@ -26,7 +26,7 @@ from bot.store.models import (
     Approval, AuditEntry, ChangeRequest, RequestState, Run, RunStep, StepState, TimelineEvent,
 )
 from bot.wiring import build_services
-from commands import actions
+from commands import router as actions
 from commands.router import dispatch
 from integrations.aws.session import make_client
 from tests.app_server import running_app

@@ -27,7 +27,7 @@ from bot.store.models import (
     Approval, AuditEntry, ChangeRequest, RequestKind, RequestState, Run, RunStep, StepState, TimelineEvent,
 )
 from bot.wiring import build_services
-from commands.actions import click
+from commands.router import click
 from commands.router import dispatch
 from tests.helpers import ALICE, BOB, CAROL, DAVE, ERIN, MALLORY
 

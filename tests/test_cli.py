@@ -5,8 +5,8 @@ import io
 import json
 from pathlib import Path
 
-from bot.cli import main
-from bot.shell import Shell
+from transports.cli import main
+from transports.shell import Shell
 from commands.router import dispatch
 from tests.conftest import SANDBOX_CONFIG
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli import EXIT_BAD_CONFIG, EXIT_OK, main
+from transports.cli import EXIT_BAD_CONFIG, EXIT_OK, main
 from bot.config import ConfigError, load_config, parse_config
 from bot.config.loader import Problem, format_loc
 

@@ -1,4 +1,4 @@
-"""Scheduled drills across real processes: two ``python -m bot run --mode http`` replicas on
+"""Scheduled drills across real processes: two ``python -m transports run --mode http`` replicas on
 one PostgreSQL schema, against the fake Slack Web API, with a 1 s drill tick.
 
 An ad-hoc drill is planned a few seconds ahead with a signed ``/dr drill schedule`` and

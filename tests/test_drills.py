@@ -27,11 +27,11 @@ from bot.actor import Actor
 from bot.config import parse_config
 from bot.readiness import Verdict
 from bot.render import Reply
-from bot.slack.messenger import Pacer, SlackMessenger
+from transports.slack.messenger import SlackMessenger
 from bot.store.drill_tables import DrillOccurrence, OccurrenceState
 from bot.store.models import AuditEntry, ChangeRequest, RequestKind, RequestState, Run
 from bot.wiring import build_services
-from commands import actions
+from commands import router as actions
 from commands.actions import FormError
 from commands.router import dispatch
 from integrations.aws.session import make_client
@@ -175,14 +175,12 @@ class Estate:
 
     def services(self, now: list[datetime]):
         sv = build_services(self.loaded, db_url=self.url, clock=lambda: now[0], inline_runs=True)
-        fast = Pacer(rate=1000, burst=1000)
-        sv.messenger = SlackMessenger(WebClient(base_url=self.fake.base_url, token="xoxb-t"), sv.renderer,
-                                      pacer=fast, update_pacer=Pacer(rate=1000, burst=1000))
+        sv.messenger = SlackMessenger(WebClient(base_url=self.fake.base_url, token="xoxb-t"), sv.renderer)
         self.built.append(sv)
         return sv
 
     def stop(self, sv) -> None:
-        sv.messenger.flush(timeout=10)
+        sv.outbox.drain(timeout=10)
         sv.runner.executor.shutdown(wait=True)
         sv.engine.dispose()
 

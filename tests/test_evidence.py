@@ -20,12 +20,12 @@ import pytest
 from sqlmodel import select
 
 from bot.actor import Actor
-from bot.cli import main
+from transports.cli import main
 from bot.render import BUNDLED_TEMPLATES
 from bot.store import make_engine, session_scope
 from bot.store.models import Approval, ChangeRequest, RequestState, Run, RunStep, TimelineEvent
 from bot.wiring import build_services
-from commands.actions import click
+from commands.router import click
 from commands.router import dispatch
 from tests.helpers import ALICE, BOB, CAROL
 

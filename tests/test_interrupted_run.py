@@ -1,6 +1,6 @@
 """kill -9 in the middle of a run, then restart.
 
-The real bot runs as a subprocess (``python -m bot run --mode http``) against the fake
+The real bot runs as a subprocess (``python -m transports run --mode http``) against the fake
 Slack Web API; Slack's requests are signed and sent to it over HTTP. Step 2 of the
 failover is running (the sandbox takes 3 s per action) when the process is killed. The
 next process finds the run left 'running' by a dead owner: it becomes interrupted and is

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from bot.cli import main
+from transports.cli import main
 from bot.store import make_engine, session_scope
 from bot.store.models import AuditEntry, ChangeRequest, RequestState, Run, RunStep, ServiceState, StepState
 

@@ -19,8 +19,8 @@ from sqlmodel import col, select
 from bot import jobs
 from bot.config import parse_config
 from bot.messenger import RecordingMessenger
-from bot.outbox import Worker
-from bot.outbox_handlers import handlers
+from bot.outbox.worker import Worker
+from bot.delivery.registry import kinds, limits
 from bot.readiness import DrillInfo, Targets, Verdict, assess
 from bot.readings import Reading, Status
 from bot.store import session_scope
@@ -92,7 +92,8 @@ class World:
         self.services.collector.backends["sim"] = self.source
         self.messenger = RecordingMessenger()
         self.services.messenger = self.messenger
-        self.services.outbox = Worker(self.services, handlers(self.services), sleep=lambda _s: None)
+        self.services.outbox = Worker(self.services, kinds(self.services.config), limits(self.services.config),
+                                      sleep=lambda _s: None)
         if drill:
             for name in self.services.config.service_names:
                 passed_drill(self.services, name, self.now[0] - timedelta(days=1))

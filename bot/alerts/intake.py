@@ -4,7 +4,6 @@ signal classes fire for one service. Unknown services are kept and reported."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -14,7 +13,8 @@ from bot.actor import Actor
 from bot.alerts.normalise import NormalisedAlert
 from bot.audit import record
 from bot.incidents import open_incident, services_of
-from bot.outbox import enqueue
+from bot.events import FailoverSuggestion, IncidentAlerts, UnknownAlert
+from bot.outbox.queue import enqueue
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.incident_tables import Alert, Incident, IncidentStatus
@@ -43,7 +43,8 @@ def ingest(services: Services, alerts: list[NormalisedAlert]) -> IngestResult:
         for a in alerts:
             _one(services, s, a, result)
         for incident_id in result.incidents_touched:
-            _digest(s, incident_id)
+            # one alert digest per incident, coalesced: a pending digest covers later alerts too
+            enqueue(s, IncidentAlerts(incident_id=incident_id), services.clock())
             _maybe_suggest_failover(services, s, incident_id)
     return result
 
@@ -71,8 +72,10 @@ def _one(services: Services, s: Session, a: NormalisedAlert, result: IngestResul
         result.unknown_services.append(a.service_hint or "(none)")
         record(s, ALERTS, "alert.unknown_service", target=a.service_hint, text=a.summary,
                detail={"fingerprint": a.fingerprint, "source": a.source})
-        enqueue(s, "slack.unknown_alert", "slack:unknown", f"unknown:{a.fingerprint}:{a.status}",
-                {"summary": a.summary, "hint": a.service_hint, "source": a.source, "status": a.status})
+        channel = services.config.slack.channels.incidents
+        if channel:
+            enqueue(s, UnknownAlert(channel=channel, fingerprint=a.fingerprint, summary=a.summary,
+                                    hint=a.service_hint, source=a.source, status=a.status), now)
         return
     incident = row.incident_id and s.get(Incident, row.incident_id)
     if not incident or incident.status is IncidentStatus.RESOLVED:
@@ -109,18 +112,6 @@ def _opens(services: Services, a: NormalisedAlert) -> bool:
                for rule in services.config.incidents.open_on)
 
 
-def _digest(s: Session, incident_id: int) -> None:
-    """One alert digest per incident, coalesced: a pending digest covers later alerts too."""
-    from bot.store.incident_tables import OutboxItem, OutboxState
-
-    pending = s.exec(select(OutboxItem.id).where(OutboxItem.kind == "slack.alerts",
-                                                 OutboxItem.stream == f"slack:incident:{incident_id}",
-                                                 OutboxItem.state == OutboxState.PENDING)).first()
-    if pending is None:
-        enqueue(s, "slack.alerts", f"slack:incident:{incident_id}",
-                f"incident:{incident_id}:alerts:{uuid.uuid4().hex}", {"incident_id": incident_id})
-
-
 def _maybe_suggest_failover(services: Services, s: Session, incident_id: int) -> None:
     inc = s.get(Incident, incident_id)
     if inc.failover_suggested:
@@ -133,7 +124,6 @@ def _maybe_suggest_failover(services: Services, s: Session, incident_id: int) ->
             inc.failover_suggested = True
             record(s, ALERTS, "failover.suggested", target=service, incident_id=inc.id, service=service,
                    detail={"signals": signals})
-            enqueue(s, "slack.failover_suggestion", f"slack:incident:{inc.id}", f"incident:{inc.id}:suggest",
-                    {"incident_id": inc.id, "service": service, "signals": signals})
+            enqueue(s, FailoverSuggestion(incident_id=inc.id, service=service, signals=signals), services.clock())
             return
 

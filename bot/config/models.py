@@ -130,6 +130,10 @@ class SlackChannels(Strict):
 class SlackSettings(Strict):
     command: str = Field(default="/dr", pattern=r"^/[a-z0-9_-]+$")
     channels: SlackChannels = SlackChannels()
+    messages_per_second: float = Field(default=1.0, gt=0, le=10)
+    """Posts and updates per channel, shared by every replica (Slack allows about one per second)."""
+    burst: int = Field(default=4, ge=1, le=20)
+    """Messages a quiet channel may take at once before the pace applies."""
 
 
 class Config(Strict):

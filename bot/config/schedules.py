@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator, model_validator
 
 from bot.config.models_base import Duration, Name, Strict
@@ -18,8 +19,6 @@ def _zone(value: str) -> str:
 
 
 def _cron(value: str) -> str:
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
         CronTrigger.from_crontab(value, timezone="UTC")
     except ValueError as e:

@@ -6,10 +6,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-from sqlalchemy import DateTime, event, text
+from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
 DEFAULT_URL = "sqlite:///drbot.db"
 
@@ -71,24 +71,6 @@ def _sqlite_serialised_writes(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def create_schema(engine: Engine) -> None:
-    import bot.store.drill_tables  # noqa: F401  (registers the tables)
-    import bot.store.incident_tables  # noqa: F401
-    import bot.store.models  # noqa: F401  (registers the tables)
-
-    if engine.dialect.name != "postgresql":
-        SQLModel.metadata.create_all(engine)
-        return
-    # replicas starting together on an empty database would race on CREATE TYPE / TABLE:
-    # one creates, the others wait for its commit, then find everything there
-    with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-        SQLModel.metadata.create_all(conn)
-
-
-_SCHEMA_LOCK = 0x6472626F74534348  # 'drbotSCH': serialises create_schema across processes
 
 
 @contextmanager

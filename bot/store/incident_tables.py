@@ -98,3 +98,27 @@ class OutboxItem(SQLModel, table=True):
     result: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     claimed_by: str = ""
     claimed_until: Optional[datetime] = _at(default=None, nullable=True)
+    pace_key: str = ""
+    """The destination whose rate limit it shares (``slack:C123``); empty: not paced."""
+    coalesce_key: Optional[str] = Field(default=None, index=True)
+    """A newer event with this key replaces this one while it is undelivered."""
+
+
+class PaceSlot(SQLModel, table=True):
+    """One rate-limited destination, shared by every replica on the database: the
+    theoretical arrival time of its next request (GCRA), in epoch seconds."""
+
+    __tablename__ = "pace_slot"
+    key: str = Field(primary_key=True)
+    tat: float = 0.0
+
+
+class PreviewDecision(SQLModel, table=True):
+    """The one decision (publish or skip) on a status-page preview; the primary key makes
+    a second click, on any replica, lose."""
+
+    __tablename__ = "preview_decision"
+    item_id: int = Field(primary_key=True)
+    decision: str
+    decided_by: str
+    at: datetime = _at(default_factory=utcnow)

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlmodel import Session, col, select
 
 from bot.readiness import DrillInfo
+from bot.store.drill_tables import DrillOccurrence, OccurrenceState
 from bot.store.models import RequestKind, RequestState, Run, ServiceState
 
 _FINISHED = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.ROLLED_BACK, RequestState.ABORTED)
@@ -34,8 +35,6 @@ def latest_drills(session: Session, services: list[str] | None = None) -> dict[s
 
 def latest_missed_drills(session: Session, services: list[str] | None = None) -> dict[str, datetime]:
     """Service -> start time of its most recent scheduled drill that was missed."""
-    from bot.store.drill_tables import DrillOccurrence, OccurrenceState
-
     stmt = (select(DrillOccurrence).where(DrillOccurrence.state == OccurrenceState.MISSED)
             .order_by(col(DrillOccurrence.starts_at).desc()))
     if services is not None:

@@ -75,6 +75,7 @@ class FakeSlack:
         self._calls: list[Call] = []
         self._lock = threading.Lock()
         self._rate_limits: dict[str, list[int]] = {}  # method -> [remaining, retry_after]
+        self._outage: dict[str, Any] | None = None  # see outage()
         self._last_ts_us = 0
         self._counter = 0
         self._channel_names: set[str] = set()
@@ -125,6 +126,31 @@ class FakeSlack:
         """The next `times` calls of `method` get HTTP 429 + Retry-After."""
         with self._lock:
             self._rate_limits[method] = [times, retry_after]
+
+    def outage(self, prefix: str = "chat.", status: int = 500, error: str = "internal_error",
+               retry_after: int | None = None, channel: str | None = None) -> None:
+        """Until heal(): every call of a method starting with ``prefix`` (to ``channel``, if
+        given) is answered ``status`` with ``error`` (and Retry-After, if given)."""
+        with self._lock:
+            self._outage = {"prefix": prefix, "status": status, "error": error, "retry_after": retry_after,
+                            "channel": channel}
+
+    def heal(self) -> None:
+        with self._lock:
+            self._outage = None
+
+    def _outage_for(self, method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            o = self._outage
+        if o is None or not method.startswith(o["prefix"]):
+            return None
+        if o["channel"] is not None and params.get("channel") != o["channel"]:
+            return None
+        return o
+
+    def succeeded(self, method: str) -> list[Call]:
+        """Calls of ``method`` that the fake answered with ok (not refused by an outage)."""
+        return [c for c in self.calls(method) if c.status == 200 and c.params.get("_ok", True)]
 
     # -- inspection ------------------------------------------------------------------
 
@@ -329,6 +355,13 @@ class _Handler(BaseHTTPRequestHandler):
             fake._record(call)
             return self._send_json({"ok": False, "error": "ratelimited"}, 429,
                                    {"Retry-After": str(retry_after)})
+        outage = fake._outage_for(method, params)
+        if outage is not None:
+            call.status = outage["status"]
+            call.params["_ok"] = False
+            fake._record(call)
+            extra = {"Retry-After": str(outage["retry_after"])} if outage["retry_after"] is not None else None
+            return self._send_json({"ok": False, "error": outage["error"]}, outage["status"], extra)
         fake._record(call)
 
         if method == "response_url":

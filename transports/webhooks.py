@@ -23,6 +23,8 @@ from starlette.routing import Route
 from bot.alerts.intake import ingest
 from bot.alerts.normalise import BadPayload, from_alertmanager, from_cloudwatch_sns, from_webhook
 from bot.services import Services
+from integrations.aws.sns_confirm import confirm_subscription
+from integrations.aws.sns_verify import SignatureInvalid, SnsVerifier
 
 log = logging.getLogger(__name__)
 REPLAY_WINDOW = 300
@@ -103,12 +105,8 @@ def routes(services: Services) -> list[Route]:
         if not isinstance(message, dict) or message.get("TopicArn") not in cfg.sns_topics:
             _count(services, "sns_rejected")
             return _problem(403, "unknown SNS topic")
-        from integrations.aws.sns_verify import SignatureInvalid
-
         verifier = services.extras.get("sns_verifier")
         if verifier is None:
-            from integrations.aws.sns_verify import SnsVerifier
-
             verifier = services.extras.setdefault("sns_verifier", SnsVerifier())
         try:
             await run_in_threadpool(verifier.verify, message)
@@ -118,8 +116,6 @@ def routes(services: Services) -> list[Route]:
             return _problem(403, f"signature verification failed: {e}")
         kind = message.get("Type")
         if kind == "SubscriptionConfirmation":
-            from integrations.aws.sns_confirm import confirm_subscription
-
             confirm = services.extras.get("sns_confirm", confirm_subscription)
             await run_in_threadpool(confirm, message["SubscribeURL"])
             _count(services, "sns_confirmed")

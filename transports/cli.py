@@ -7,7 +7,16 @@ import logging
 import os
 import sys
 
+from bot import wiring
+from bot.check import check_config
 from bot.config import ConfigError, load_config
+from bot.evidence import export
+from bot.followups import recover_interrupted
+from bot.render import Reply
+from bot.report_json import report_to_dict
+from commands.router import click, dispatch
+from transports.serve import run
+from transports.shell import Shell
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BAD_CONFIG = 0, 1, 2
 
@@ -49,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from bot import wiring
-
     path = wiring.config_path(args.config)
     try:
         loaded = load_config(path)
@@ -58,31 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         print(e.render(), file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.cmd == "check-config":
-        from bot.check import check_config
         return check_config(loaded, wiring.build_backends(loaded), sys.stdout)
     services = wiring.build_services(loaded, inline_runs=args.cmd == "shell")
     if args.cmd == "status":
         return _status(services, args.service, args.json)
     if args.cmd == "evidence":
-        from bot.evidence import export
         return export(services, args)
-    from bot.followups import recover_interrupted
-
     if args.cmd == "shell":
-        from bot.shell import Shell
-        from commands.actions import click
-        from commands.router import dispatch
         shell = Shell(services, dispatch, user=args.user, click=click)
         recover_interrupted(services)
         return shell.loop()
-    from bot.slack.runner import run
     return run(services, mode=args.mode, host=args.host, port=args.port)
 
 
 def _status(services, service: str | None, as_json: bool) -> int:
-    from bot.render import Reply
-    from bot.report_json import report_to_dict
-
     if service and services.config.service(service) is None:
         print(f"drbot: no service named {service!r} (services: {', '.join(services.config.service_names)})",
               file=sys.stderr)

@@ -9,8 +9,12 @@ import uuid
 from typing import Callable, TextIO
 
 from bot.actor import Actor
+from bot.changes import expire_due
+from bot.drills import tick
+from bot.incidents import remind_due
 from bot.render import Reply
 from bot.services import Services
+from commands.router import action_for_verb
 
 PROMPT = "{name}> "
 log = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ class Shell:
         self.actor = shell_actor(user)
         self.out = out or sys.stdout  # looked up now, not at import: it may have been replaced
         services.messenger = ShellMessenger(self)
+        services.outbox.inline = True  # one process, printing: delivered at once, unpaced
 
     def renderer_text(self, reply: Reply) -> str:
         return self.services.renderer.text(reply)
@@ -106,13 +111,9 @@ class Shell:
             self.actor = shell_actor(m.group(1))
             self.say(Reply("shell_as", {"actor": self.actor}))
             return True
-        if self.click and (m := re.fullmatch(r"click\s+([a-z]+)\s+#?([\w-]+)", line)):
-            verb, request_id = m.groups()
-            action = {"approve": "cr_approve", "deny": "cr_deny", "cancel": "cr_cancel",
-                      "rollback": "run_rollback", "resume": "run_resume", "abort": "run_abort",
-                      "plan": "plan_failover", "publish": "sp_publish", "skip": "sp_skip", "edit": "sp_edit",
-                      "update": "inc_update"}.get(verb, verb)
-            reply = self.click(self.services, self.actor, action, request_id)
+        if self.click and (m := re.fullmatch(r"click\s+([a-z_-]+)\s+#?([\w-]+)", line)):
+            verb, value = m.groups()
+            reply = self.click(self.services, self.actor, action_for_verb(verb), value)
             if reply is not None:
                 self.say(reply)
             self.after()
@@ -126,10 +127,6 @@ class Shell:
     def after(self) -> None:
         """The shell is a one-process bot: run what the scheduler and the outbox worker
         would run in the background, so their effects show here."""
-        from bot.changes import expire_due
-        from bot.drills import tick
-        from bot.incidents import remind_due
-
         expire_due(self.services)
         tick(self.services)
         remind_due(self.services)

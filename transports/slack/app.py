@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.actor import Actor
 from bot.alerts.intake import ingest
@@ -22,11 +21,9 @@ from bot.incidents import pin_message
 from bot.directory import Directory
 from bot.render import Reply
 from bot.services import Services
-from bot.slack.messenger import SlackMessenger
-from commands import actions
-from commands import status as status_cmd
-from commands.base import Invocation
-from commands.router import dispatch
+from transports.slack.messenger import SlackMessenger
+from commands import router
+from commands.base import FormError
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +37,9 @@ class SlackSettings:
 
 
 def make_client(settings: SlackSettings) -> WebClient:
-    client = WebClient(token=settings.bot_token, base_url=settings.api_url or WebClient.BASE_URL, timeout=10)
-    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
-    return client
+    # no retry handler: the outbox retries what the core sends (it must not sleep inside a
+    # call), and a click's own call (views.open) is worthless after its 3-second trigger
+    return WebClient(token=settings.bot_token, base_url=settings.api_url or WebClient.BASE_URL, timeout=10)
 
 
 def build_app(services: Services, settings: SlackSettings) -> App:
@@ -119,27 +116,27 @@ def _ack(ack) -> None:
 
 
 def register(app: App, services: Services) -> None:
+    """Ack at once; the work runs after the ack (Bolt's lazy listeners)."""
     zones = TimeZones(app.client)
 
     def on_command(body, respond) -> None:
         actor = Actor(id=body["user_id"], name=body.get("user_name", ""), origin="slack",
                       channel=body.get("channel_id"), tz=zones.of(body["user_id"]))
-        send(respond, services, dispatch(services, actor, body.get("text", "")))
-
-    def on_refresh(body, action, respond) -> None:
-        actor = _actor(body)
-        service = action.get("value") or "*"
-        service = None if service == "*" or services.config.service(service) is None else service
-        inv = Invocation(services=services, actor=actor, args=[], text="")
-        ephemeral = bool((body.get("container") or {}).get("is_ephemeral", True))
-        send(respond, services, status_cmd.reply_for(inv, service, ephemeral=ephemeral, replace=True))
+        send(respond, services, router.dispatch(services, actor, body.get("text", "")))
 
     def on_click(body, action, respond, client) -> None:
-        reply = actions.click(services, _actor(body), action["action_id"], action.get("value", ""))
-        if reply is not None and reply.modal:
+        reply = router.click(services, _actor(body), action["action_id"], action.get("value", ""))
+        if reply is None:
+            return  # the message itself shows the new state
+        if reply.modal:
             client.views_open(trigger_id=body["trigger_id"], view=services.renderer.view(reply))
-        elif reply is not None:  # only the clicker sees why nothing happened
-            blocks, text = services.renderer.blocks(reply)
+            return
+        blocks, text = services.renderer.blocks(reply)
+        if reply.replace_original:  # e.g. Refresh: the message the button is on, as it was shown
+            ephemeral = bool((body.get("container") or {}).get("is_ephemeral", True))
+            respond(text=text, blocks=blocks, response_type="ephemeral" if ephemeral else "in_channel",
+                    replace_original=True)
+        else:  # only the clicker sees why nothing happened
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
 
     def on_reaction(event, client) -> None:
@@ -165,18 +162,10 @@ def register(app: App, services: Services) -> None:
             ingest(services, found)
             services.outbox.poke()
 
-    app.command(services.command)(ack=_ack, lazy=[on_command])
-    app.action("status_refresh")(ack=_ack, lazy=[on_refresh])
-    app.action(re.compile(r"^(cr|run)_[a-z]+$"))(ack=_ack, lazy=[on_click])
-    app.event("message")(ack=_ack, lazy=[on_message])
-    app.event("reaction_added")(ack=_ack, lazy=[on_reaction])
-    app.action(re.compile(r"^(plan_failover|sp_publish|sp_skip|sp_edit|inc_update|drill_postpone|drill_skip)$"))(
-        ack=_ack, lazy=[on_click])
-
     def check_form(ack, body, view) -> None:
         try:
-            actions.validate(services, view["callback_id"], _form_values(view))
-        except actions.FormError as e:
+            router.validate(services, view["callback_id"], _form_values(view))
+        except FormError as e:
             ack(response_action="errors", errors={e.field: e.message})
             return
         ack()
@@ -184,12 +173,16 @@ def register(app: App, services: Services) -> None:
     def on_form(body, view, client) -> None:
         actor = _actor(body)
         try:
-            reply = actions.submit(services, actor, view["callback_id"], view.get("private_metadata", ""),
-                                   _form_values(view))
-        except actions.FormError:
+            reply = router.submit(services, actor, view["callback_id"], view.get("private_metadata", ""),
+                                  _form_values(view))
+        except FormError:
             return  # already answered by check_form
         if reply is not None:
             blocks, text = services.renderer.blocks(reply)
             client.chat_postMessage(channel=actor.id, blocks=blocks, text=text)  # a DM to the submitter
 
-    app.view(re.compile(r"^(drill_postpone|drill_skip|inc_update|sp_edit)$"))(ack=check_form, lazy=[on_form])
+    app.command(services.command)(ack=_ack, lazy=[on_command])
+    app.action(router.action_pattern())(ack=_ack, lazy=[on_click])
+    app.event("message")(ack=_ack, lazy=[on_message])
+    app.event("reaction_added")(ack=_ack, lazy=[on_reaction])
+    app.view(router.form_pattern())(ack=check_form, lazy=[on_form])

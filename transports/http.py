@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot import webhooks
+from transports import webhooks
 from bot.services import Services
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,12 @@ import os
 import sys
 
 import uvicorn
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from bot.followups import recover_interrupted
 from bot.services import Services
-from bot.slack.app import SlackSettings, build_app
-from bot.slack.http import build_http_app
+from transports.http import build_http_app
+from transports.slack.app import SlackSettings, build_app
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,8 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
         log.warning("runs interrupted by a previous stop, announced in their threads: %s", interrupted)
     services.scheduler.start()  # periodic jobs, on the leader replica only
     services.outbox.start()  # delivers what a previous process left pending, then new items
+    services.runner.start()  # starts what is approved and due, now and whenever it is poked
     if mode == "socket":
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-
         handler = SocketModeHandler(app, env["SLACK_APP_TOKEN"])
         handler.connect()  # background threads; the HTTP server below keeps the process alive
         log.info("connected to Slack in Socket Mode; serving /healthz on http://%s:%d", host, port)
@@ -57,6 +57,7 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     try:
         uvicorn.run(http_app, host=host, port=port, log_level="warning")
     finally:
+        services.runner.stop()
         services.outbox.stop()
         services.scheduler.stop(wait=False)
     return 0

@@ -1,0 +1,135 @@
+"""Delivery of an incident's posts: its channel (created, responders invited, readiness
+pinned), the alert digest (one message updated in place), the failover suggestion, the
+status-page preview, the reminder, the timeline and postmortem at resolve, and alerts of
+unknown services."""
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from bot.audit import SYSTEM, record
+from bot.events import (
+    FailoverSuggestion, IncidentAlerts, IncidentChannel, IncidentReminder, IncidentResolved, StatuspagePreview,
+    UnknownAlert,
+)
+from bot.incident_view import incident_context, statuspage_body
+from bot.incidents import services_of
+from bot.outbox.kinds import Outcome
+from bot.render import Reply
+from bot.services import Services
+from bot.store import session_scope
+from bot.store.incident_tables import Incident
+
+
+
+def _incident(services: Services, incident_id: int) -> tuple[Incident, dict]:
+    with session_scope(services.engine) as s:
+        inc = s.get(Incident, incident_id)
+        return inc, incident_context(services, s, inc)
+
+
+def _channel_of(services: Services, incident_id: int) -> tuple[Incident, dict]:
+    inc, ctx = _incident(services, incident_id)
+    if not inc.channel_id:
+        return inc, {}
+    return inc, ctx
+
+
+def _not_ready() -> Outcome:
+    return Outcome(delivered=False, retry_after=2.0, error="the incident channel does not exist yet")
+
+
+def deliver_channel(services: Services, ev: IncidentChannel, _prepared, _item: int) -> Outcome:
+    m = services.messenger
+    cfg = services.config.incidents
+    inc, ctx = _incident(services, ev.incident_id)
+    if not inc.channel_id:
+        name = cfg.channel_name.format(date=inc.opened_at.strftime("%Y-%m-%d"), id=inc.id,
+                                       service="-".join(services_of(inc))[:40] or "incident")
+        inc.channel_id, inc.channel_name = m.create_channel(_channel_name(name))
+        with session_scope(services.engine) as s:  # at once: a retry must not create another
+            row = s.get(Incident, inc.id)
+            row.channel_id, row.channel_name = inc.channel_id, inc.channel_name
+    m.invite(inc.channel_id, [u for u in cfg.responders if u.startswith(("U", "W"))])
+    report = services.status.report()
+    wanted = set(services_of(inc))
+    report.assessments[:] = [a for a in report.assessments if a.service in wanted]
+    ts = m.post(inc.channel_id, Reply("incident_opened", ctx | {"report": report}, ephemeral=False))
+    m.pin(inc.channel_id, ts)
+
+    def recorded(s: Session) -> None:
+        record(s, SYSTEM, "incident.channel", target=inc.channel_name, incident_id=inc.id,
+               detail={"channel": inc.channel_id})
+
+    return Outcome(result={"channel": inc.channel_id, "name": inc.channel_name}, apply=recorded)
+
+
+def deliver_alerts(services: Services, ev: IncidentAlerts, _prepared, _item: int) -> Outcome:
+    inc, ctx = _channel_of(services, ev.incident_id)
+    if not ctx:
+        return _not_ready()
+    reply = Reply("alerts_digest", ctx, ephemeral=False)
+    if inc.alerts_ts:
+        services.messenger.update(inc.channel_id, inc.alerts_ts, reply)
+        return Outcome()
+    ts = services.messenger.post(inc.channel_id, reply)
+
+    def saved(s: Session) -> None:
+        s.get(Incident, inc.id).alerts_ts = ts
+
+    return Outcome(result={"ts": ts}, apply=saved)
+
+
+def _post_in_channel(services: Services, incident_id: int, template: str, extra: dict) -> Outcome:
+    inc, ctx = _channel_of(services, incident_id)
+    if not ctx:
+        return _not_ready()
+    ts = services.messenger.post(inc.channel_id, Reply(template, ctx | extra, ephemeral=False))
+    return Outcome(result={"ts": ts})
+
+
+def deliver_suggestion(services: Services, ev: FailoverSuggestion, _prepared, _item: int) -> Outcome:
+    return _post_in_channel(services, ev.incident_id, "failover_suggestion", ev.model_dump())
+
+
+def deliver_reminder(services: Services, ev: IncidentReminder, _prepared, _item: int) -> Outcome:
+    return _post_in_channel(services, ev.incident_id, "incident_reminder", ev.model_dump())
+
+
+def deliver_preview(services: Services, ev: StatuspagePreview, _prepared, item_id: int) -> Outcome:
+    """The preview's buttons name this item: Publish or Skip decides it (bot.incidents)."""
+    with session_scope(services.engine) as s:
+        inc = s.get(Incident, ev.incident_id)
+        if not inc.channel_id:
+            return _not_ready()
+        ctx = incident_context(services, s, inc)
+        body = statuspage_body(services, s, inc, ev.status, ev.message)
+    ts = services.messenger.post(inc.channel_id, Reply("statuspage_preview", ctx | {
+        "item": item_id, "status": ev.status, "body": body}, ephemeral=False))
+    return Outcome(result={"ts": ts})
+
+
+def deliver_resolved(services: Services, ev: IncidentResolved, _prepared, _item: int) -> Outcome:
+    m = services.messenger
+    inc, ctx = _channel_of(services, ev.incident_id)
+    if not ctx:
+        return _not_ready()
+    timeline = Reply("timeline", ctx, ephemeral=False)
+    m.post(inc.channel_id, timeline)
+    announcements = services.config.slack.channels.announcements
+    if announcements:
+        m.post(announcements, timeline)
+    draft = services.renderer.text(Reply("postmortem", ctx))
+    filename = f"postmortem-incident-{inc.id}.md"
+    file_id = m.upload(inc.channel_id, filename, draft, f"Postmortem draft: {inc.title}")
+    return Outcome(result={"postmortem": filename, "file": file_id})
+
+
+def deliver_unknown(services: Services, ev: UnknownAlert, _prepared, _item: int) -> Outcome:
+    ts = services.messenger.post(ev.channel, Reply("unknown_alert", ev.model_dump(), ephemeral=False))
+    return Outcome(result={"ts": ts})
+
+
+def _channel_name(name: str) -> str:
+    """Slack channel names: lower case, no spaces, at most 80 characters."""
+    clean = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower())
+    return clean.strip("-")[:80] or "incident"

@@ -1,0 +1,55 @@
+"""The one table of outbox kinds: each event (its payload model, stream, pacing and
+coalescing rules live on the event class, ``bot.events``) with its handler and what
+happens when it cannot be delivered."""
+from __future__ import annotations
+
+from bot import events as ev
+from bot.config import Config
+from bot.delivery import archive, drills, incidents, notices, requests, statuspage
+from bot.outbox.kinds import Kind
+from bot.outbox.pacing import Limit
+
+MESSAGE_ATTEMPTS = 10
+"""A request's message is tried this often (about 13 minutes with backoff) before the
+request is withdrawn and its requester told."""
+
+KINDS: tuple[Kind, ...] = (
+    Kind(ev.RequestMessage, requests.deliver_message, requests.prepare_message, max_attempts=MESSAGE_ATTEMPTS,
+         give_up=requests.message_given_up),
+    Kind(ev.RunProgress, requests.deliver_progress, requests.prepare_progress),
+    Kind(ev.DrillReport, requests.deliver_post, requests.prepare_report),
+    Kind(ev.RunInterrupted, requests.deliver_post, requests.prepare_interrupted),
+    Kind(ev.BreakGlassNotice, requests.deliver_post, requests.prepare_break_glass),
+    Kind(ev.RequestWithdrawn, requests.deliver_withdrawn),
+    Kind(ev.DrillPost, drills.deliver, drills.prepare),
+    Kind(ev.IncidentChannel, incidents.deliver_channel),
+    Kind(ev.IncidentAlerts, incidents.deliver_alerts),
+    Kind(ev.FailoverSuggestion, incidents.deliver_suggestion),
+    Kind(ev.StatuspagePreview, incidents.deliver_preview),
+    Kind(ev.IncidentReminder, incidents.deliver_reminder),
+    Kind(ev.IncidentResolved, incidents.deliver_resolved),
+    Kind(ev.UnknownAlert, incidents.deliver_unknown),
+    Kind(ev.ReadinessChange, notices.deliver_readiness),
+    Kind(ev.WeeklyDigest, notices.deliver_digest),
+    Kind(ev.StatuspagePublish, statuspage.deliver_publish),
+    Kind(ev.DrillMaintenance, statuspage.deliver_maintenance),
+    Kind(ev.ArchivePostmortem, archive.deliver_postmortem),
+)
+
+
+def kinds(config: Config) -> dict[str, Kind]:
+    """The kinds this deployment delivers: the status page and the archive only when
+    configured (their items wait, visible in ``/dr outbox``, otherwise)."""
+    out = {k.event.KIND: k for k in KINDS}
+    if config.statuspage is None:
+        out.pop(ev.StatuspagePublish.KIND)
+        out.pop(ev.DrillMaintenance.KIND)
+    if config.archive is None:
+        out.pop(ev.ArchivePostmortem.KIND)
+    return out
+
+
+def limits(config: Config) -> dict[str, Limit]:
+    """Pacing per destination family (the pace key's prefix). The status page is paced per
+    HTTP request by its handler, not per item."""
+    return {"slack": Limit(1.0 / config.slack.messages_per_second, config.slack.burst)}
