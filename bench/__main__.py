@@ -8,7 +8,7 @@ import platform
 import sys
 import tempfile
 
-from bench import ack, approval, fanout, storm
+from bench import ack, approval, costs, fanout, storm
 
 
 def machine() -> str:
@@ -17,7 +17,7 @@ def machine() -> str:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING)
-    wanted = set(argv) or {"fanout", "ack", "approval", "storm"}
+    wanted = set(argv) or {"fanout", "ack", "approval", "costs", "storm"}
     print(f"# drbot benchmarks on {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         if "fanout" in wanted:
@@ -36,6 +36,12 @@ def main(argv: list[str]) -> int:
                   f"{r['click_to_first_step_p50_ms']:.0f} ms, max {r['click_to_first_step_max_ms']:.0f} ms "
                   f"(target < 200 ms; includes the pre-flight reads); engine per step p50 "
                   f"{r['per_step_p50_ms']:.1f} ms, max {r['per_step_max_ms']:.1f} ms over {r['steps']}-step runs")
+        if "costs" in wanted:
+            r = costs.run(tmp)
+            print(f"costs: an approval and a 2-step run, from the deciding click until every message is "
+                  f"delivered, over {r['rounds']} rounds: transactions median {r['transactions_median']:.0f} "
+                  f"(max {r['transactions_max']}), chat writes median {r['chat_writes_median']:.0f} "
+                  f"(max {r['chat_writes_max']}); before the outbox redesign 27 and 7-8")
         if "storm" in wanted:
             r = storm.run(tmp)
             print(f"storm: {r['alerts']} Alertmanager alerts for 20 services over HTTP in {r['seconds']:.1f} s "

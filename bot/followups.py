@@ -17,7 +17,7 @@ from bot.changes import Refused
 from bot.identity import OWNER
 from bot.plans import steps_for
 from bot.policy import policy_for
-from bot.request_events import queue_interrupted, queue_message
+from bot.request_events import queue_interrupted, queue_message, queue_progress
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
@@ -131,6 +131,7 @@ def recover_interrupted(services: Services) -> list[int]:
                        service=run.service, detail={"run": run.id, "owner": run.owner})
                 req = s.get(ChangeRequest, run.request_id, populate_existing=True)
                 queue_message(services, s, req)
+                queue_progress(services, s, req)  # the progress shows the interruption, not 'running'
                 queue_interrupted(services, s, req, run.id)
                 found.append(run.request_id)
     if found and services.outbox is not None:

@@ -17,6 +17,7 @@ from bot.config import ServiceConfig
 from bot.config.runbooks import Step
 from bot.services import Services
 from bot.store import session_scope
+from bot.store.queries import current_regions
 from bot.store.models import RequestState, Run
 from integrations.base import Target
 
@@ -100,7 +101,10 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
         checks.append(Check("lag", lag_seconds <= rpo or loss == "accepted",
                             {"lag": lag_seconds, "rpo": rpo, "loss": loss}))
 
-    recorded = services.status.regions()[svc.name][0]
+    with session_scope(services.engine) as s:  # one read for both: where it runs, what else runs
+        recorded = current_regions(s).get(svc.name, (svc.active, svc.standby))[0]
+        busy = s.exec(select(Run).where(Run.service == svc.name, col(Run.state).in_(
+            [RequestState.RUNNING, RequestState.INTERRUPTED]), Run.request_id != (exclude_request or -1))).first()
     if not resuming:
         checks.append(Check("active_recorded", recorded == from_region,
                             {"expected": from_region, "actual": recorded}))
@@ -112,8 +116,5 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
         else:
             checks.append(Check("traffic_source", None, {"why": traffic.error, "source": traffic.source}))
 
-    with session_scope(services.engine) as s:
-        busy = s.exec(select(Run).where(Run.service == svc.name, col(Run.state).in_(
-            [RequestState.RUNNING, RequestState.INTERRUPTED]), Run.request_id != (exclude_request or -1))).first()
     checks.append(Check("no_other_run", busy is None, {"request_id": busy.request_id if busy else None}))
     return Preflight(tuple(checks), lag_seconds, loss, services.clock().isoformat())

@@ -14,6 +14,7 @@ from bot.policy import policy_for
 from bot.preflight import Preflight
 from bot.render import Reply
 from bot.services import Services
+from bot.store import session_scope
 from bot.store.drill_tables import DrillOccurrence
 from bot.store.models import OPEN_STATES, Approval, ChangeRequest, RequestKind, Run, RunStep
 
@@ -83,8 +84,13 @@ def message(services: Services, s: Session, request_id: int) -> Reply:
     return Reply(template(req), context(services, s, req), ephemeral=False)
 
 
-def listing(services: Services, s: Session, recent: int = 10) -> dict[str, list[ChangeRequest]]:
+def listing(services: Services, recent: int = 10) -> dict[str, list[ChangeRequest]]:
     """Open requests, newest first, and the ``recent`` newest closed ones."""
+    with session_scope(services.engine) as s:
+        return _listing(s, recent)
+
+
+def _listing(s: Session, recent: int) -> dict[str, list[ChangeRequest]]:
     open_ = s.exec(select(ChangeRequest).where(col(ChangeRequest.state).in_(OPEN_STATES))
                    .order_by(col(ChangeRequest.id).desc())).all()
     closed = s.exec(select(ChangeRequest).where(col(ChangeRequest.state).not_in(OPEN_STATES))

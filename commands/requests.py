@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from bot.render import Reply
 from bot.request_view import listing
-from bot.store import session_scope
 from commands.base import Invocation, UsageError
 
 NAME = "requests"
@@ -13,6 +12,5 @@ RECENT = 10
 def run(inv: Invocation) -> Reply:
     if inv.args:
         raise UsageError(f"'{NAME}' takes no arguments", NAME)
-    with session_scope(inv.services.engine) as s:
-        found = listing(inv.services, s, RECENT)
+    found = listing(inv.services, RECENT)
     return Reply("requests", found | {"now": inv.services.clock(), "command": inv.services.command})

@@ -60,6 +60,34 @@ services:
 """
 """Two sandbox services, orders (critical) and payments, with readings only."""
 
+TWO_STEP_CONFIG = """
+regions: [us-east-1, us-west-2]
+sources:
+  sim: {kind: sandbox, timeout: 1.0, profiles: {orders: {lag: 20, jitter: 0}}}
+services:
+  - name: orders
+    rpo: 5m
+    rto: 15m
+    active: us-east-1
+    standby: us-west-2
+    lag: {source: sim}
+    health: {us-east-1: sim, us-west-2: sim}
+    traffic: {source: sim}
+    database: {source: sim}
+    runbooks:
+      failover:
+        - {name: switch writer, action: database.switchover}
+        - {name: shift traffic, action: traffic.shift}
+      failback:
+        - {name: switch writer back, action: database.switchover}
+        - {name: shift traffic back, action: traffic.shift}
+approvals:
+  required_approvals: 1
+  approvers: [UBOB]
+  expires: 30m
+"""
+"""orders in the sandbox with 2-step failover and failback runbooks; UBOB approves."""
+
 # -- waiting --------------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from commands import router as actions
 from commands.router import dispatch
 from integrations.aws.session import make_client
 from tests.app_server import running_app
-from tests.helpers import request_row, rows, the_request, wait_until
+from tests.helpers import delivered, request_row, rows, the_request, wait_until
 from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
 
 CHANNEL = "C_INC"
@@ -171,8 +171,10 @@ def wait_final(services, request_id: int, timeout: float = 30.0) -> ChangeReques
     req = wait_until(f"request #{request_id} to finish",
                      lambda: (r := request_row(services, request_id)) is not None and r.state in FINAL and r,
                      timeout)
-    # _finish refreshes the Slack messages after the state change; let the run end fully.
+    # _finish queues the Slack messages' updates with the state change; let the run end fully
+    # and the outbox deliver them.
     assert services.runner.done.wait(10), "the runner did not signal the end of the run"
+    delivered(services)
     return req
 
 
@@ -298,7 +300,9 @@ def ask(estate, text: str, name: str = "cmd") -> tuple[ChangeRequest, dict]:
     (post,) = fake.wait_for("chat.postMessage", 1)
     assert post.params["channel"] == CHANNEL and not post.params.get("thread_ts")
     service = text.split()[1]
-    req = the_request(services, service)
+    # the outbox records the message's ts with the request once Slack has answered the post
+    req = wait_until("the request's message recorded",
+                     lambda: (q := the_request(services, service)).message_ts and q)
     assert created.params["response_type"] == "ephemeral"
     assert f"Request #{req.id} is posted for approval" in created.params["text"]
     assert req.state is RequestState.PENDING and req.message_ts

@@ -11,6 +11,8 @@ from sqlmodel import col, select
 
 from bot import jobs
 from bot.digest import digest_once, percentile
+from bot.events import WeeklyDigest
+from bot.outbox.queue import parse
 from bot.store import session_scope
 from bot.store.drill_tables import DrillOccurrence, LagRecord, OccurrenceState
 from bot.store.incident_tables import OutboxItem, OutboxState
@@ -90,7 +92,7 @@ def world(db_url):
 
 def digest_items(w: World) -> list[OutboxItem]:
     with session_scope(w.services.engine) as s:
-        return list(s.exec(select(OutboxItem).where(OutboxItem.kind == "slack.digest").order_by(col(OutboxItem.id))))
+        return list(s.exec(select(OutboxItem).where(OutboxItem.kind == WeeklyDigest.KIND).order_by(col(OutboxItem.id))))
 
 
 def test_percentile_interpolates_between_closest_ranks():
@@ -122,8 +124,11 @@ def test_digest_numbers(world):
 
     payload = digest_once(svc, now)
     (item,) = digest_items(world)
-    assert json.loads(item.payload) == payload
-    assert item.stream == "slack:digest" and payload["channel"] == "C0ANNOUNCE"
+    event = parse(item)
+    assert isinstance(event, WeeklyDigest) and event.digest == payload
+    assert json.loads(item.payload) == {"channel": "C0ANNOUNCE", "run_time": now.isoformat(), "digest": payload}
+    assert item.stream == "slack:digest" and item.pace_key == "slack:C0ANNOUNCE"
+    assert event.channel == payload["channel"] == "C0ANNOUNCE"
 
     assert payload["since"] == (now - 7 * day).isoformat() and payload["until"] == (now + 7 * day).isoformat()
     ready = {r["service"]: r for r in payload["readiness"]}
@@ -201,7 +206,13 @@ def test_one_digest_per_scheduled_run(world):
     for late in (timedelta(0), timedelta(minutes=3)):  # the same fire, run again (a restart, a replica)
         with jobs.running(jobs.JobContext("weekly_digest", due, "test")):
             digest_once(world.services, due + late)
-    assert len(digest_items(world)) == 2
+    items = digest_items(world)
+    assert len(items) == 2
+    assert [parse(i).run_time for i in items] == [now.isoformat(), due.isoformat()]
+    # the first run of that fire is the one kept (gathered at ``due``, not 3 minutes late)
+    assert parse(items[1]).digest["now"] == due.isoformat()
+    assert world.services.outbox.drain(timeout=10)
+    assert [(kind, channel) for kind, channel, _ in world.messenger.log] == [("post", "C0ANNOUNCE")] * 2
 
 
 def test_no_channel_posts_nothing(db_url):

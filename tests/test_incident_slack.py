@@ -533,7 +533,9 @@ def test_edited_text_is_published_as_written_after_a_failover(failover_sp_app, f
 
     # a failover of orders during the incident, approved by a second person, run to the end
     slash_in(app, fake_slack, channel, "failover orders us-east-1 degraded", "failover", user_id="UALICE")
-    [req] = wait_until("the request", lambda: rows(services, ChangeRequest))
+    # the request's message is posted by the outbox after the request is stored
+    [req] = wait_until("the request's message posted",
+                       lambda: [q for q in rows(services, ChangeRequest) if q.message_ts])
     r = app.sender.block_action("cr_approve", str(req.id), user_id="UBOB", channel_id=channel,
                                 message=fake_slack.message(channel, req.message_ts),
                                 response_url=fake_slack.response_url("approve"))

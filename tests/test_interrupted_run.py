@@ -144,9 +144,13 @@ def test_a_run_killed_during_step_2_is_interrupted_on_restart_and_resumes_only_a
         assert step_rows() == [(0, 1, StepState.SUCCEEDED), (1, 1, StepState.RUNNING)], \
             "nothing may run again without a new approval"
 
-        # Resume is a new request that needs approval again, by someone other than its requester
-        (notice_msg,) = [m for m in list(fake_slack.messages.values())
-                         if m.get("thread_ts") == req.message_ts and "run_resume" in action_ids(m["blocks"])]
+        # Resume is a new request that needs approval again, by someone other than its requester.
+        # The notice offers it; so may the run's progress message, when the update the killed
+        # process had queued is delivered by the new one (it renders the run as it is now)
+        offering = [m for m in list(fake_slack.messages.values())
+                    if m.get("thread_ts") == req.message_ts and "run_resume" in action_ids(m["blocks"])]
+        (notice_msg,) = [m for m in offering if m["text"] == notice[0].params["text"]]
+        assert all(m is notice_msg or m["text"].endswith(": INTERRUPTED") for m in offering), offering
         r = second.sender.block_action("run_resume", "1", user_id="UALICE", user_name="alice", channel_id=CHANNEL,
                                        message=notice_msg, response_url=fake_slack.response_url("resume"))
         assert r.status_code == 200, r.text

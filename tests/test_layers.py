@@ -118,3 +118,17 @@ def test_only_transports_import_the_slack_sdk():
 def test_the_graph_is_read():
     """The checks above would pass on an empty graph: make sure the walk found the core."""
     assert "bot.engine" in GRAPH and ("bot.plans", ) and any(t == "bot.plans" for t, _ in GRAPH["bot.engine"][0])
+
+
+def test_commands_run_no_database_queries():
+    """Commands call core functions; sessions and queries stay in the core."""
+    found = []
+    for name, path in MODULES.items():
+        if _layer(name) != "commands":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module.split(".")[0] in ("sqlmodel", "sqlalchemy") or node.module == "bot.store"
+                    or any(a.name == "session_scope" for a in node.names)):
+                found.append(f"{name}:{node.lineno} imports {node.module}")
+    assert not found, "\n".join(found)

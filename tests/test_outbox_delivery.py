@@ -11,6 +11,7 @@ Time is driven with the services' clock (retries come due when it moves), never 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -21,32 +22,10 @@ from bot.store.incident_tables import Incident, OutboxItem, OutboxState, Preview
 from bot.store.models import AuditEntry, ChangeRequest, RequestState
 from bot.wiring import build_services
 from tests.app_server import running_app
-from tests.helpers import ALICE, BOB, delivered, request_row, rows, wait_until
+from tests.helpers import ALICE, BOB, TWO_STEP_CONFIG, delivered, request_row, rows, wait_until
 
 CHANNEL = "C_INC"
-CONFIG = """
-regions: [us-east-1, us-west-2]
-sources:
-  sim: {kind: sandbox, timeout: 1.0, profiles: {orders: {lag: 20, jitter: 0}}}
-services:
-  - name: orders
-    rpo: 5m
-    rto: 15m
-    active: us-east-1
-    standby: us-west-2
-    lag: {source: sim}
-    health: {us-east-1: sim, us-west-2: sim}
-    traffic: {source: sim}
-    database: {source: sim}
-    runbooks:
-      failover:
-        - {name: switch writer, action: database.switchover}
-        - {name: shift traffic, action: traffic.shift}
-approvals:
-  required_approvals: 1
-  approvers: [UBOB]
-  expires: 30m
-"""
+
 
 
 class Clock:
@@ -63,8 +42,8 @@ class Clock:
 @pytest.fixture
 def clocked(tmp_path):
     clock = Clock()
-    services = build_services(parse_config(CONFIG, "outbox-test.yaml", {}), db_url=f"sqlite:///{tmp_path}/d.db",
-                              clock=clock)
+    services = build_services(parse_config(TWO_STEP_CONFIG, "outbox-test.yaml", {}),
+                              db_url=f"sqlite:///{tmp_path}/d.db", clock=clock)
     yield services, clock
     services.engine.dispose()
 
@@ -174,17 +153,21 @@ def test_a_request_is_withdrawn_after_its_message_failed_for_every_attempt(clock
                                       if c.params["channel"] == ALICE.id])
 
 
-SP_CONFIG = CONFIG + """
+SP_CONFIG = TWO_STEP_CONFIG + """
 statuspage:
   source: page
   publish: {sev2: preview}
 """
 
 
-def test_skipping_preview_12_leaves_preview_1_undecided(tmp_path):
+def _preview_services(db_url: str):
     loaded = parse_config(SP_CONFIG.replace("sources:\n", "sources:\n  page: {kind: statuspage, base_url: "
                                             "'http://127.0.0.1:9', page_id: p1, api_key: k}\n"), "sp.yaml", {})
-    services = build_services(loaded, db_url=f"sqlite:///{tmp_path}/d.db", inline_runs=True)
+    return build_services(loaded, db_url=db_url, inline_runs=True)
+
+
+def test_skipping_preview_12_leaves_preview_1_undecided(tmp_path):
+    services = _preview_services(f"sqlite:///{tmp_path}/d.db")
     inc = open_by_hand(services, ALICE, "orders down", "sev2", ["orders"])
     for i in range(11):
         status_in_channel(services, ALICE, None, "identified" if i % 2 else "investigating", f"update {i}")
@@ -201,4 +184,22 @@ def test_skipping_preview_12_leaves_preview_1_undecided(tmp_path):
     publishes = rows(services, OutboxItem, OutboxItem.kind == "statuspage.publish")
     assert len(publishes) == 1 and f'"preview":{first}' in publishes[0].payload.replace(" ", "")
     assert rows(services, Incident)[0].id == inc.id
+    services.engine.dispose()
+
+
+def test_concurrent_clicks_on_one_preview_decide_it_once(db_url):
+    """Publish and Skip clicked at once by several people (on PostgreSQL, as on several
+    replicas): one decision, at most one publication, everyone else told it was decided."""
+    services = _preview_services(db_url)
+    open_by_hand(services, ALICE, "orders down", "sev2", ["orders"])
+    (preview,) = rows(services, OutboxItem, OutboxItem.kind == "incident.statuspage_preview")
+    people = [BOB, ALICE] * 5
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda i: decide_preview(services, people[i], preview.id, publish=i % 3 != 0),
+                                range(10)))
+    (decision,) = rows(services, PreviewDecision, order=PreviewDecision.item_id)
+    refused = [a for a in answers if a is not None]
+    assert len(refused) == 9 and all(a.context["code"] == "preview_decided" for a in refused)
+    publishes = rows(services, OutboxItem, OutboxItem.kind == "statuspage.publish")
+    assert len(publishes) == (1 if decision.decision == "approved" else 0)
     services.engine.dispose()

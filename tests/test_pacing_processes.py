@@ -81,7 +81,7 @@ def test_two_replicas_share_one_pace_per_channel(tmp_path, fake_slack, pg_url):
         summaries = [c.params["text"] for c in got]
         assert len(got) == 2 * EACH and len(set(summaries)) == 2 * EACH, "a post was lost or repeated"
         for replica in ("a", "b"):
-            assert sum(f"from {replica}" in t for t in summaries) == EACH
+            assert sum(f"know: ghost-{replica}-" in t for t in summaries) == EACH
         times = sorted(c.at for c in got)
         # GCRA: the k-th post (0-based) is not before start + (k - burst + 1) seconds
         early = [(k, round(t - times[0], 2)) for k, t in enumerate(times) if t - times[0] < (k - BURST + 1) - 0.25]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import jinja2
 import pytest
@@ -277,24 +278,33 @@ def test_exactly_fifty_blocks_are_not_cut(renderer):
 
 # -- usage and error ---------------------------------------------------------------------
 
+def usage_reply(error: str | None = None, topic: str | None = None) -> Reply:
+    """The usage reply as commands.router.usage builds it (context: command, error, subcommands
+    from commands/table.py)."""
+    from commands.router import usage
+    return usage(SimpleNamespace(command="/dr"), error=error, topic=topic)
+
+
 def test_usage_with_an_error_shows_the_error(renderer):
-    ctx = {"command": "/dr", "commands": ["status", "help"], "topic": None, "error": "unknown subcommand <frob>"}
-    blocks, fallback = renderer.blocks(Reply("usage", ctx))
+    reply = usage_reply(error="unknown subcommand <frob>")
+    assert set(reply.context) == {"command", "error", "subcommands"}
+    blocks, fallback = renderer.blocks(reply)
     assert blocks[0]["text"]["text"] == ":warning: unknown subcommand &lt;frob&gt;"
     assert fallback.startswith("unknown subcommand &lt;frob&gt;. Usage: /dr status")
     assert any("`/dr help [SUBCOMMAND]`" in b["text"]["text"] for b in blocks)
-    text = renderer.text(Reply("usage", ctx))
+    text = renderer.text(reply)
     assert text.startswith("! unknown subcommand <frob>\n")
     assert "/dr status [SERVICE] [public]" in text
 
 
 def test_usage_without_an_error_has_no_warning(renderer):
-    ctx = {"command": "/dr", "commands": ["status", "help"], "topic": "help", "error": None}
-    blocks, fallback = renderer.blocks(Reply("usage", ctx))
+    reply = usage_reply(topic="help")
+    assert [sub.name for sub in reply.context["subcommands"]] == ["help"]
+    blocks, fallback = renderer.blocks(reply)
     assert len(blocks) == 1
     assert ":warning:" not in json.dumps(blocks)
     assert fallback == "Usage: /dr help [SUBCOMMAND]"
-    assert not renderer.text(Reply("usage", ctx)).startswith("!")
+    assert not renderer.text(reply).startswith("!")
 
 
 def test_error_template(renderer):
@@ -314,7 +324,7 @@ def test_missing_context_variable_raises_in_blocks(renderer):
 
 def test_missing_context_variable_raises_in_text(renderer):
     with pytest.raises(jinja2.UndefinedError, match="error"):
-        renderer.text(Reply("usage", {"command": "/dr", "commands": ["status"], "topic": None}))
+        renderer.text(Reply("usage", {"command": "/dr", "subcommands": usage_reply().context["subcommands"]}))
 
 
 def test_missing_template_raises(renderer):

@@ -8,6 +8,7 @@ so that the drill part does not hide the lag transitions (no drill: every servic
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -21,6 +22,8 @@ from bot.config import parse_config
 from bot.messenger import RecordingMessenger
 from bot.outbox.worker import Worker
 from bot.delivery.registry import kinds, limits
+from bot.events import ReadinessChange
+from bot.outbox.queue import enqueue, parse
 from bot.readiness import DrillInfo, Targets, Verdict, assess
 from bot.readings import Reading, Status
 from bot.store import session_scope
@@ -92,8 +95,9 @@ class World:
         self.services.collector.backends["sim"] = self.source
         self.messenger = RecordingMessenger()
         self.services.messenger = self.messenger
+        # the real kinds and Slack pacing; a paced item makes drain() wait (bounded by its timeout)
         self.services.outbox = Worker(self.services, kinds(self.services.config), limits(self.services.config),
-                                      sleep=lambda _s: None)
+                                      sleep=time.sleep)
         if drill:
             for name in self.services.config.service_names:
                 passed_drill(self.services, name, self.now[0] - timedelta(days=1))
@@ -106,11 +110,21 @@ class World:
 
     def items(self) -> list[OutboxItem]:
         with session_scope(self.services.engine) as s:
-            return list(s.exec(select(OutboxItem).where(OutboxItem.kind == "slack.readiness_change")
+            return list(s.exec(select(OutboxItem).where(OutboxItem.kind == ReadinessChange.KIND)
                                .order_by(col(OutboxItem.id))))
 
     def payloads(self) -> list[dict]:
-        return [json.loads(i.payload) for i in self.items()]
+        """The ``change`` of each queued ReadinessChange, after checking that the event's own
+        fields (destination, service, moment, verdict) say the same as the change."""
+        out = []
+        for item in self.items():
+            ev = parse(item)
+            assert isinstance(ev, ReadinessChange)
+            c = ev.change
+            assert (ev.channel, ev.service, ev.at, ev.to) == (c["channel"], c["service"], c["at"], c["to"])
+            assert "posted" not in c
+            out.append(c)
+        return out
 
     def state(self, service: str = "orders") -> WatchState | None:
         with session_scope(self.services.engine) as s:
@@ -365,7 +379,12 @@ def test_each_change_is_one_outbox_item_in_its_own_stream(world):
     world.tick(lag=20)
     items = world.items()
     assert [i.stream for i in items] == ["slack:readiness:orders"] * 2
+    assert [i.pace_key for i in items] == [f"slack:{ANNOUNCE}"] * 2  # paced with the channel's other posts
     assert len({i.idempotency_key for i in items}) == 2
+    # the same change queued again (a retried pass, another replica) is one item
+    with session_scope(world.services.engine) as s:
+        assert not enqueue(s, parse(items[0]), world.now[0])
+    assert len(world.items()) == 2
 
 
 def test_every_lag_reading_is_recorded_for_the_digest(world):

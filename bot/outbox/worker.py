@@ -32,6 +32,8 @@ from integrations.base import IntegrationError
 log = logging.getLogger(__name__)
 CLAIM = timedelta(seconds=120)
 MAX_BACKOFF = 300.0
+BATCH = 10
+"""Items of one stream claimed in a row by one pass (delivered in order, stopping at a failure)."""
 WAITING = (OutboxState.PENDING, OutboxState.DEAD)
 
 
@@ -55,75 +57,123 @@ class Worker:
     # -- one pass --------------------------------------------------------------------------
     def run_once(self) -> int:
         """Deliver what is due now; returns how many items were attempted."""
-        claimed = self._claim_heads()
-        for item, kind, event, prepared in claimed:
-            self._deliver(item, kind, event, prepared)
-        return len(claimed)
+        done = 0
+        for batch in self._claim_heads():
+            done += self._deliver_batch(batch)
+        return done
 
     def _limit(self, pace_key: str) -> Limit | None:
         if self.inline or not pace_key:
             return None
         return self.limits.get(pace_key.split(":", 1)[0])
 
-    def _claim_heads(self) -> list[tuple[OutboxItem, Kind, Any, Any]]:
+    def _claim_heads(self) -> list[list[tuple[OutboxItem, Kind, Any, Any]]]:
+        """Claim, per stream, the due items at its head (up to ``BATCH`` in a row) in one
+        transaction, and prepare the first of each (the others are prepared when the one
+        before them is recorded, so they see what it saved, e.g. the ts of a message)."""
         sv = self.services
         now = sv.clock()
-        claimed: list[tuple[OutboxItem, Kind, Any, Any]] = []
+        batches: list[list[tuple[OutboxItem, Kind, Any, Any]]] = []
         self.pace_wait = None
         with session_scope(sv.engine) as s:
             heads = s.exec(select(OutboxItem).where(col(OutboxItem.id).in_(
                 select(func.min(OutboxItem.id)).where(col(OutboxItem.state).in_(WAITING))
                 .group_by(OutboxItem.stream))).order_by(col(OutboxItem.id))).all()
-            for item in heads:
+            for head in heads:
                 # a dead head blocks its stream: nothing overtakes it until it is retried
-                if item.state is not OutboxState.PENDING or item.next_attempt_at > now:
+                if head.state is not OutboxState.PENDING:
                     continue
-                if item.claimed_until is not None and item.claimed_until > now:
+                row = [head]
+                if BATCH > 1:
+                    row += s.exec(select(OutboxItem).where(OutboxItem.stream == head.stream, OutboxItem.id > head.id,
+                                                           col(OutboxItem.state).in_(WAITING))
+                                  .order_by(col(OutboxItem.id)).limit(BATCH - 1)).all()
+                batch = []
+                for item in row:
+                    if not self._claimable(item, now) or not self._paced(s, item):
+                        break
+                    if not self._claim(s, item, now):
+                        break
+                    batch.append((item, self.kinds[item.kind]))
+                if not batch:
                     continue
-                kind = self.kinds.get(item.kind)
-                if kind is None:
-                    continue  # a kind this process does not deliver (e.g. statuspage not configured)
-                limit = self._limit(item.pace_key)
-                if limit is not None and (wait := take(s, item.pace_key, limit)) > 0:
-                    self.pace_wait = min(wait, self.pace_wait or wait)
-                    continue
-                owner = f"{OWNER}:{uuid.uuid4().hex[:8]}"
-                won = s.execute(update(OutboxItem).where(
-                    OutboxItem.id == item.id, OutboxItem.state == OutboxState.PENDING,
-                    col(OutboxItem.claimed_until).is_(None) | (OutboxItem.claimed_until <= now))
-                    .values(claimed_by=owner, claimed_until=now + CLAIM)
-                    .execution_options(synchronize_session=False)).rowcount == 1
-                if not won:
-                    continue
-                try:
-                    event = parse(item)
-                    with s.begin_nested():
-                        prepared = kind.prepare(sv, s, event) if kind.prepare else None
-                except Exception as e:  # a bad payload or a handler bug: recorded on the item
-                    log.exception("outbox item %s (%s) could not be prepared", item.id, item.kind)
-                    claimed.append((item, kind, None, Outcome(delivered=False, error=f"{type(e).__name__}: {e}")))
-                    continue
-                claimed.append((item, kind, event, prepared))
-        return claimed
+                first, kind = batch[0]
+                event, prepared = self._prepare(s, first, kind)
+                batches.append([(first, kind, event, prepared)] + [(i, k, None, None) for i, k in batch[1:]])
+        return batches
 
-    def _deliver(self, item: OutboxItem, kind: Kind, event: Any, prepared: Any) -> None:
-        sv = self.services
+    def _claimable(self, item: OutboxItem, now) -> bool:
+        if item.state is not OutboxState.PENDING or item.next_attempt_at > now:
+            return False
+        if item.claimed_until is not None and item.claimed_until > now:
+            return False
+        return item.kind in self.kinds  # else a kind this process does not deliver (e.g. no status page)
+
+    def _paced(self, s, item: OutboxItem) -> bool:
+        limit = self._limit(item.pace_key)
+        if limit is None:
+            return True
+        wait = take(s, item.pace_key, limit)
+        if wait > 0:
+            self.pace_wait = min(wait, self.pace_wait or wait)
+            return False
+        return True
+
+    @staticmethod
+    def _claim(s, item: OutboxItem, now) -> bool:
+        """Exclusive, whoever else tries: another replica, or another thread of this one."""
+        return s.execute(update(OutboxItem).where(
+            OutboxItem.id == item.id, OutboxItem.state == OutboxState.PENDING,
+            col(OutboxItem.claimed_until).is_(None) | (OutboxItem.claimed_until <= now))
+            .values(claimed_by=f"{OWNER}:{uuid.uuid4().hex[:8]}", claimed_until=now + CLAIM)
+            .execution_options(synchronize_session=False)).rowcount == 1
+
+    def _prepare(self, s, item: OutboxItem, kind: Kind) -> tuple[Any, Any]:
+        """(event, what its handler prepared), or (None, a failed Outcome) on a bad payload
+        or a handler bug: recorded on the item and retried like a failed delivery."""
+        try:
+            event = parse(item)
+            with s.begin_nested():
+                return event, (kind.prepare(self.services, s, event) if kind.prepare else None)
+        except Exception as e:
+            log.exception("outbox item %s (%s) could not be prepared", item.id, item.kind)
+            return None, Outcome(delivered=False, error=f"{type(e).__name__}: {e}")
+
+    def _deliver_batch(self, batch: list[tuple[OutboxItem, Kind, Any, Any]]) -> int:
+        """Deliver a stream's claimed items in order; stop (releasing the rest) at a failure."""
+        item, kind, event, prepared = batch[0]
+        for n, (item, kind, _e, _p) in enumerate(batch):
+            outcome = self._attempt(item, kind, event, prepared)
+            following = batch[n + 1:]
+            event, prepared = self._record(item, kind, event, outcome, following)
+            if not outcome.delivered:
+                return n + 1
+        return len(batch)
+
+    def _attempt(self, item: OutboxItem, kind: Kind, event: Any, prepared: Any) -> Outcome:
         if event is None:
-            outcome = prepared
-        else:
-            try:
-                outcome = kind.deliver(sv, event, prepared, item.id)
-            except DeliveryFailed as e:
-                outcome = Outcome(delivered=False, retry_after=e.retry_after, error=str(e), dead=not e.transient)
-            except IntegrationError as e:
-                outcome = Outcome(delivered=False, retry_after=getattr(e, "retry_after", None), error=str(e),
-                                  dead=not e.transient)
-            except Exception as e:  # a handler bug must not kill the worker; retried with backoff
-                log.exception("outbox item %s (%s) failed", item.id, item.kind)
-                outcome = Outcome(delivered=False, error=f"{type(e).__name__}: {e}")
+            return prepared  # the failure of _prepare
+        try:
+            return kind.deliver(self.services, event, prepared, item.id)
+        except DeliveryFailed as e:
+            return Outcome(delivered=False, retry_after=e.retry_after, error=str(e), dead=not e.transient)
+        except IntegrationError as e:
+            return Outcome(delivered=False, retry_after=getattr(e, "retry_after", None), error=str(e),
+                           dead=not e.transient)
+        except Exception as e:  # a handler bug must not kill the worker; retried with backoff
+            log.exception("outbox item %s (%s) failed", item.id, item.kind)
+            return Outcome(delivered=False, error=f"{type(e).__name__}: {e}")
+
+    def _record(self, item: OutboxItem, kind: Kind, event: Any, outcome: Outcome,
+                following: list[tuple[OutboxItem, Kind, Any, Any]]) -> tuple[Any, Any]:
+        """One transaction: the item's result and its handler's state; then either the next
+        item of the batch is prepared (it sees that state) or, after a failure, the rest of
+        the batch is released for a later pass."""
+        sv = self.services
         attempts = item.attempts + 1
         dead = not outcome.delivered and (outcome.dead or (kind.max_attempts is not None
                                                            and attempts >= kind.max_attempts))
+        nxt: tuple[Any, Any] = (None, None)
         with session_scope(sv.engine) as s:
             now = sv.clock()
             values: dict[str, Any] = {"attempts": attempts, "claimed_until": None}
@@ -141,12 +191,18 @@ class Worker:
                 values |= {"next_attempt_at": now + timedelta(seconds=delay), "last_error": outcome.error}
             s.execute(update(OutboxItem).where(OutboxItem.id == item.id).values(**values)
                       .execution_options(synchronize_session=False))
+            if following and outcome.delivered:
+                nxt = self._prepare(s, following[0][0], following[0][1])
+            elif following:
+                s.execute(update(OutboxItem).where(col(OutboxItem.id).in_([f[0].id for f in following]))
+                          .values(claimed_until=None).execution_options(synchronize_session=False))
         if dead:
             log.error("outbox item %s (%s) given up after %s attempt(s): %s", item.id, item.kind, attempts,
                       outcome.error)
         elif not outcome.delivered:
             log.warning("outbox item %s (%s) not delivered (attempt %s): %s", item.id, item.kind, attempts,
                         outcome.error)
+        return nxt
 
     # -- running ---------------------------------------------------------------------------
     def pending(self) -> int:
@@ -179,12 +235,11 @@ class Worker:
         def loop() -> None:
             while not self._stop.is_set():
                 try:
-                    worked = self.run_once()
+                    self.run_once()
                 except Exception:
                     log.exception("outbox worker pass failed")
-                    worked = 0
-                if worked:
-                    continue
+                # what was queued meanwhile poked us (the wait returns at once); items waiting
+                # for their destination's turn are due after pace_wait; retries after interval
                 woken = self._wake.wait(min(self.pace_wait, interval) if self.pace_wait else interval)
                 self._wake.clear()
                 if woken and self.linger:
