@@ -10,6 +10,7 @@ the runner (``services.runner.poke()``), never here.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,10 +29,11 @@ from bot.render import Reply
 from bot.request_events import queue_break_glass, queue_message
 from bot.services import Services
 from bot.store import session_scope
-from bot.store.models import Approval, ChangeRequest, RequestKind, RequestState
+from bot.store.models import EXCLUSIVE_KINDS, EXCLUSIVE_STATES, Approval, ChangeRequest, RequestKind, RequestState
 from bot.store.transitions import move_request
 
 log = logging.getLogger(__name__)
+SLACK_CHANNEL = re.compile(r"^[CG][A-Z0-9]{2,}$")
 
 
 class Refused(Exception):
@@ -79,8 +81,10 @@ def may_approve(services: Services, policy: Policy, actor: Actor) -> bool:
 def create(services: Services, actor: Actor, kind: RequestKind, service: str, from_region: str, to_region: str,
            steps: list, reason: str, scenario: str = "", parent_id: int | None = None,
            break_glass: bool = False, justification: str = "", occurrence_id: int | None = None,
-           postpone_to: datetime | None = None) -> ChangeRequest:
-    """Check who asks, run the pre-flight, persist the request and queue its message."""
+           postpone_to: datetime | None = None, allow_data_loss: bool = False) -> ChangeRequest:
+    """Check who asks, run the pre-flight, persist the request and queue its message.
+    ``allow_data_loss``: the requester accepts moving to a database that does not replicate
+    from the writer (audited as ``request.allow_data_loss``)."""
     policy = policy_for(services.config, service)
     if policy.requesters and not _includes(services, actor, policy.requesters):
         raise Refused("not_requester", service=service, requesters=list(policy.requesters))
@@ -92,13 +96,17 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
             raise Refused("not_break_glass", service=service, group=list(bg.group))
         if len(justification.split()) < 5:
             raise Refused("justification_short")
+    exclusive = kind in EXCLUSIVE_KINDS and not policy.allow_parallel
+    if exclusive:  # cheap, before the pre-flight; the unique index below settles a race
+        with session_scope(services.engine) as s:
+            _refuse_if_open(s, service)
     svc = services.config.service(service)
     # a resume continues its parent's interrupted run: that run must not block its own pre-flight
     resuming = kind is RequestKind.RESUME
     calendar_change = kind in CALENDAR_KINDS  # skipping or moving a drill changes nothing in the estate
     preflight = None if calendar_change else run_preflight(services, svc, from_region, to_region, steps,
                                                            exclude_request=parent_id if resuming else None,
-                                                           resuming=resuming)
+                                                           resuming=resuming, allow_data_loss=allow_data_loss)
     now = services.clock()
     req = ChangeRequest(kind=kind, service=service, from_region=from_region, to_region=to_region,
                         scenario=scenario, reason=reason, requester=actor.id, requester_name=actor.name,
@@ -106,14 +114,24 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
                         break_glass=break_glass, justification=justification, parent_id=parent_id,
                         created_at=now, expires_at=now + policy.expires,
                         preflight=preflight.to_json() if preflight else "", occurrence_id=occurrence_id,
-                        postpone_to=postpone_to, channel=actor.channel or "", origin=actor.origin)
+                        postpone_to=postpone_to, channel=actor.channel or "", origin=actor.origin,
+                        parallel=kind in EXCLUSIVE_KINDS and not exclusive, allow_data_loss=allow_data_loss)
     with session_scope(services.engine) as s:
-        s.add(req)
-        s.flush()
+        try:
+            with s.begin_nested():
+                s.add(req)
+                s.flush()
+        except IntegrityError:  # uq_change_request_one_open: another request of the service won the race
+            _refuse_if_open(s, service)
+            raise
         record(s, actor, f"request.{kind.value}", target=service, request_id=req.id, service=service,
-               text=reason, detail={"from": from_region, "to": to_region, "scenario": scenario,
+               text=reason, detail={"reason": reason, "from": from_region, "to": to_region, "scenario": scenario,
                                     "preflight_ok": preflight.ok if preflight else None, "break_glass": break_glass,
                                     "justification": justification, "parent": parent_id})
+        if allow_data_loss:
+            record(s, actor, "request.allow_data_loss", target=service, request_id=req.id, service=service,
+                   text=reason, detail={"checks": [c.code for c in preflight.checks if c.params.get("overridden")]
+                                        if preflight else []})
         if break_glass:
             move_request(s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now)
             record(s, actor, "break_glass", target=service, request_id=req.id, service=service,
@@ -123,6 +141,20 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
             queue_break_glass(services, s, req)
     _after(services, approved=break_glass)
     return req
+
+
+def _refuse_if_open(s: Session, service: str) -> None:
+    """Refused naming the open change of ``service``: one failover, failback or drill at a
+    time, including a rollback or resume continuing one (a scheduled drill counts once it runs)."""
+    waiting_for_its_time = col(ChangeRequest.not_before).is_not(None) & col(ChangeRequest.state).in_(
+        [RequestState.PENDING, RequestState.APPROVED])
+    other = s.exec(select(ChangeRequest).where(
+        ChangeRequest.service == service, col(ChangeRequest.state).in_(EXCLUSIVE_STATES),
+        col(ChangeRequest.kind).in_(EXCLUSIVE_KINDS + (RequestKind.ROLLBACK, RequestKind.RESUME)),
+        ~waiting_for_its_time).order_by(col(ChangeRequest.id))).first()
+    if other is not None:
+        raise Refused("change_open", service=service, id=other.id, kind=other.kind.value, state=other.state.value,
+                      requester=other.requester, channel=other.channel if SLACK_CHANNEL.match(other.channel) else "")
 
 
 def _includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
@@ -143,13 +175,14 @@ def _after(services: Services, approved: bool) -> None:
 # -- deciding ---------------------------------------------------------------------------
 
 def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Decision:
-    """Approve, deny or cancel. Returns what to tell the clicker."""
+    """Approve, deny or cancel. Returns what to tell the clicker. Each person decides once
+    (approve or deny); the requester may cancel until the run starts."""
     decision = Decision(request_id)
     try:
         with session_scope(services.engine) as s:
             req = load(s, request_id, lock=True)
             now = services.clock()
-            _check_open(s, req, now, decision)
+            _check_open(s, req, now, decision, verb)
             if decision.reply is None:
                 try:
                     _apply(services, s, req, actor, verb, now, decision)
@@ -166,9 +199,13 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
     return decision
 
 
-def _check_open(s: Session, req: ChangeRequest, now: datetime, decision: Decision) -> None:
+def _check_open(s: Session, req: ChangeRequest, now: datetime, decision: Decision, verb: str) -> None:
+    if verb == "cancel" and req.state is RequestState.APPROVED:
+        return  # approved, its run not started (no worker free, drbot restarting, a drill's time): withdrawable
     if req.state is not RequestState.PENDING:
-        decision.reply = Refused("not_pending", id=req.id, state=req.state.value, reason=req.state_reason).reply()
+        started = req.state in (RequestState.RUNNING, RequestState.INTERRUPTED)
+        code = "not_cancellable" if verb == "cancel" and started else "not_pending"
+        decision.reply = Refused(code, id=req.id, state=req.state.value, reason=req.state_reason).reply()
         return
     if now >= req.expires_at:
         if move_request(s, req.id, [RequestState.PENDING], RequestState.EXPIRED, closed_at=now,
@@ -184,9 +221,11 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
     if verb == "cancel":
         if actor.id != req.requester:
             raise Refused("cancel_not_requester", id=req.id, requester=req.requester)
-        move_request(s, req.id, [RequestState.PENDING], RequestState.CANCELLED, closed_at=now,
-                     state_reason=f"cancelled by {actor.name or actor.id}")
-        record(s, actor, "request.cancelled", **where)
+        # the runner claims APPROVED -> RUNNING with a conditional update too: one of the two wins
+        if not move_request(s, req.id, [RequestState.PENDING, RequestState.APPROVED], RequestState.CANCELLED,
+                            closed_at=now, state_reason=f"cancelled by {actor.name or actor.id}"):
+            raise Refused("not_cancellable", id=req.id, state="running", reason="")
+        record(s, actor, "request.cancelled", detail={"was": req.state.value}, **where)
         decision.changed = True
         return
     if actor.id == req.requester:
@@ -195,21 +234,13 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
     if not may_approve(services, policy, actor):
         record(s, actor, "approval.refused", detail={"why": "not an approver"}, **where)
         raise Refused("not_approver", service=req.service, approvers=list(policy.approvers))
+    _decide_once(s, req, actor, verb == "approve", now)
     if verb == "deny":
-        s.add(Approval(request_id=req.id, approver=actor.id, approver_name=actor.name, approve=False, at=now))
         move_request(s, req.id, [RequestState.PENDING], RequestState.DENIED, decided_at=now, closed_at=now,
                      state_reason=f"denied by {actor.name or actor.id}")
         record(s, actor, "request.denied", **where)
         decision.changed = True
         return
-    already = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)).first()
-    if already is not None:
-        raise Refused("already_approved", id=req.id)
-    try:
-        with s.begin_nested():
-            s.add(Approval(request_id=req.id, approver=actor.id, approver_name=actor.name, approve=True, at=now))
-    except IntegrityError:  # the same person, twice at once, on another replica
-        raise Refused("already_approved", id=req.id) from None
     count = s.exec(select(func.count()).select_from(Approval).where(
         Approval.request_id == req.id, col(Approval.approve).is_(True))).one()
     record(s, actor, "request.approved", detail={"count": count, "required": req.required_approvals}, **where)
@@ -221,6 +252,24 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
             what = drill_calendar.apply(services, s, req, now)
             move_request(s, req.id, [RequestState.APPROVED], RequestState.SUCCEEDED, closed_at=now,
                          state_reason=what)
+
+
+def _decide_once(s: Session, req: ChangeRequest, actor: Actor, approve: bool, now: datetime) -> None:
+    """Store this person's one decision (unique request_id, approver), or refuse: a second
+    click, the other button after the first, or both at once on two replicas."""
+    mine = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)).first()
+    if mine is None:
+        try:
+            with s.begin_nested():
+                s.add(Approval(request_id=req.id, approver=actor.id, approver_name=actor.name, approve=approve, at=now))
+            return
+        except IntegrityError:  # the same person at the same moment, elsewhere
+            mine = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)
+                          .execution_options(populate_existing=True)).one()
+    if mine.approve and approve:
+        raise Refused("already_approved", id=req.id)
+    raise Refused("already_decided", id=req.id, how="approved" if mine.approve else "denied",
+                  wanted="approve" if approve else "deny")
 
 
 # -- expiry -----------------------------------------------------------------------------

@@ -19,6 +19,9 @@ def check_config(loaded: LoadedConfig, backends: dict[str, Backend], out: TextIO
     cfg = loaded.config
     out.write(f"{loaded.path}: valid ({len(cfg.services)} services, {len(cfg.sources)} sources, "
               f"regions {', '.join(cfg.regions)})\n")
+    for note in loaded.notes:  # valid, but worth knowing (they do not fail the check)
+        where = f"{loaded.path}:{note.line}" if note.line else loaded.path
+        out.write(f"  note: {where}: {note.path}: {note.message}\n")
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(backends)))) as pool:
         results = dict(zip(backends, pool.map(_safe_check, backends.values())))
     failed = 0

@@ -25,7 +25,7 @@ class Probe:
 
     key: tuple
     source: str
-    kind: str  # 'lag' | 'health' | 'traffic' | 'writer'
+    kind: str  # 'lag' | 'health' | 'traffic' | 'writer' | 'replication'
     target: Target
     history: bool = False
 
@@ -82,7 +82,14 @@ class Collector:
             if probe.kind in ("traffic", "writer"):
                 read = backend.active_region if probe.kind == "traffic" else backend.writer_region
                 return Reading(probe.kind, probe.source, Status.OK, observed_at=datetime.now(timezone.utc),
-                               region=read(probe.target), sandbox=backend.sandbox, elapsed_ms=elapsed())
+                               region=read(probe.target), detail=backend.title or backend.kind,
+                               sandbox=backend.sandbox, elapsed_ms=elapsed())
+            if probe.kind == "replication":
+                rep = backend.replication(probe.target)
+                writers = rep.writers
+                return Reading(probe.kind, probe.source, Status.OK, observed_at=_aware(rep.observed_at),
+                               region=writers[0] if len(writers) == 1 else None, replication=rep,
+                               detail=backend.title or backend.kind, sandbox=backend.sandbox, elapsed_ms=elapsed())
             return _from_health(probe.source, backend.check_health(probe.target), backend.sandbox, elapsed())
         except IntegrationError as e:
             return Reading(probe.kind, probe.source, Status.FAILED, error=str(e), sandbox=backend.sandbox,

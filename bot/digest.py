@@ -64,6 +64,7 @@ def drills_done(services: Services, s: Session, since: datetime, until: datetime
         svc = services.config.service(run.service)
         out.append({"service": run.service, "request_id": run.request_id, "state": run.state.value,
                     "passed": bool(run.passed), "ended_at": run.ended_at.isoformat(),
+                    "proof": run.proof, "sandbox": run.sandbox,  # a check is no drill (bot.drill_proof)
                     "rto_s": run.measured_rto_s, "rpo_s": run.measured_rpo_s,
                     "rto_target_s": svc.rto.total_seconds() if svc else None,
                     "rpo_target_s": svc.rpo.total_seconds() if svc else None})

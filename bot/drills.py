@@ -22,6 +22,7 @@ from bot.config import ServiceConfig
 from bot.config.schedules import DrillSchedule
 from bot.events import DrillPost
 from bot.outbox.queue import enqueue
+from bot.permissions import require
 from bot.policy import policy_for
 from bot.preflight import run_preflight
 from bot.request_events import queue_message
@@ -81,7 +82,10 @@ def plan_occurrences(services: Services, now: datetime) -> list[int]:
 def create_occurrence(services: Services, svc: ServiceConfig, schedule: str, at: datetime, scenario: str,
                       requester: Actor = SCHEDULER, reason: str = "") -> int | None:
     """One occurrence and its drill request, collecting approvals until ``at``. None when
-    it exists already (the unique key makes planning idempotent)."""
+    it exists already (the unique key makes planning idempotent). A person (not the
+    scheduler) needs ``drill_calendar``."""
+    if requester is not SCHEDULER:
+        require(services, requester, "drill_calendar")
     steps = svc.runbooks.steps("drill", scenario)
     active, standby = services.status.regions()[svc.name]
     pre = run_preflight(services, svc, active, standby, steps)
@@ -210,7 +214,9 @@ def next_open(services: Services, service: str, schedule: str | None = None) -> 
 
 def request_calendar_change(services: Services, actor: Actor, occurrence_id: int, skip: bool, reason: str,
                             postpone_to: datetime | None = None) -> ChangeRequest:
-    """Ask to skip or postpone a planned drill; runs after approval like any change."""
+    """Ask to skip or postpone a planned drill (``drill_calendar``); runs after approval
+    like any change."""
+    require(services, actor, "drill_calendar")
     with session_scope(services.engine) as s:
         occ = s.get(DrillOccurrence, occurrence_id)
     if occ is None or occ.state is not OccurrenceState.PLANNED:

@@ -8,8 +8,10 @@ due), so a request never runs twice, whoever launches it.
 Each step's start is persisted before its action runs and its end (result, output) before
 the next starts (the end of one step and the start of the next share a transaction).
 Before the first step the pre-flight checks run again; a plan gone stale does not run.
-Measured RTO is approval to the last verify passing; measured RPO is the replication lag
-read at cutover. Every message about the run goes through the outbox, queued in the
+Measurements (``bot.measurements``, docs/measurements.md): RTO from detection, decision
+and run start to the last verify passing; RPO as data at risk at cutover, with its method
+(0 for a switchover; the lag read just before a replica promotion or failover; unknown
+when it could not be read). Every message about the run goes through the outbox, queued in the
 transaction of the change it shows.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,10 +29,13 @@ from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
 
 from bot.audit import SYSTEM, record
+from bot.drill_proof import drill_values
 from bot.identity import OWNER
 from bot.plans import CALENDAR_KINDS, Planned, steps_for
+from bot.measurements import LOSSY, lag_before_cutover, measure
 from bot.preflight import Preflight, run_preflight
 from bot.request_events import queue_message, queue_progress, queue_report
+from bot.run_facts import at_start
 from bot.services import Services
 from bot.steps import StepFailed, execute_step
 from bot.store import session_scope
@@ -70,8 +76,10 @@ class Runner:
         self.executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="drbot-run")
         self.done = threading.Event()
         self._queued: set[int] = set()
+        self._running: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closing = False
 
     # -- starting ---------------------------------------------------------------------------
     def poke(self, request_id: int | None = None) -> None:
@@ -96,12 +104,17 @@ class Runner:
             self.execute(request_id)
             return
         with self._lock:
-            if request_id in self._queued:
-                return  # already waiting for a worker of this process
+            if self._closing or request_id in self._queued:
+                return  # stopping (another replica's sweep starts it), or already waiting here
             self._queued.add(request_id)
         self.executor.submit(self._safe, request_id)
 
     def _safe(self, request_id: int) -> None:
+        with self._lock:
+            if self._closing:
+                self._queued.discard(request_id)
+                return
+            self._running.add(request_id)
         try:
             self.execute(request_id)
         except Exception:
@@ -109,6 +122,7 @@ class Runner:
         finally:
             with self._lock:
                 self._queued.discard(request_id)
+                self._running.discard(request_id)
 
     def start(self, interval: float = 5.0) -> None:
         """Sweep now and every ``interval`` seconds: nothing approved is left unstarted."""
@@ -127,6 +141,21 @@ class Runner:
     def stop(self) -> None:
         self._stop.set()
 
+    def shutdown(self, grace: float) -> bool:
+        """Stop taking runs; wait up to ``grace`` seconds for the runs in progress. True when
+        none is left (the caller marks the others interrupted, as after a crash)."""
+        self._stop.set()
+        with self._lock:
+            self._closing = True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._running:
+                    return True
+            time.sleep(0.05)
+        with self._lock:
+            return not self._running
+
     # -- one run ---------------------------------------------------------------------------
     def execute(self, request_id: int) -> None:
         sv = self.services
@@ -135,27 +164,30 @@ class Runner:
             return
         req, run, planned, first, reason = begun
         self._poke_outbox()
-        rpo = None
+        diverged = False
         if req.kind is not RequestKind.ROLLBACK:
             svc = sv.config.service(req.service)
             run_request = req.parent_id if req.kind is RequestKind.RESUME else req.id
             pre = run_preflight(sv, svc, req.from_region, req.to_region, [p.step for p in planned],
-                                exclude_request=run_request, resuming=req.kind is RequestKind.RESUME)
+                                exclude_request=run_request, resuming=req.kind is RequestKind.RESUME,
+                                allow_data_loss=req.allow_data_loss)
             if not pre.ok:
                 return self._finish(req, run, None, RequestState.FAILED, "pre-flight failed: the plan went stale",
                                     stale=pre)
-            rpo = pre.lag_seconds
+            diverged = pre.data_loss == "diverged"  # allowed explicitly: the RPO is not a lag
         ended: _Ended | None = None
         with self._heartbeat(run):
             for p in planned:
                 if p.position < first:
                     continue
+                if self._closing:  # stopping: hand the run over after the step that ran, never mid-step
+                    return self._hand_over(req, run, ended)
                 step_id = self._step_started(req, run, p, ended)
                 ended = self._run_step(req, step_id, p, reason)
                 if ended.state is not StepState.SUCCEEDED:
                     return self._finish(req, run, ended, RequestState.FAILED, f"step {p.position + 1} failed")
         final = RequestState.ROLLED_BACK if req.kind is RequestKind.ROLLBACK else RequestState.SUCCEEDED
-        self._finish(req, run, ended, final, "", rpo=rpo, succeeded=True)
+        self._finish(req, run, ended, final, "", diverged=diverged, succeeded=True)
 
     def _begin(self, request_id: int) -> tuple[ChangeRequest, Run, list[Planned], int, str] | None:
         """Claim the request (approved and due -> running) and open or resume its run."""
@@ -185,7 +217,8 @@ class Runner:
                 queue_message(sv, s, parent)
             else:
                 run = Run(request_id=req.id, kind=req.kind, service=req.service, approved_at=req.decided_at or now,
-                          started_at=now, owner=OWNER, heartbeat_at=now)
+                          started_at=now, owner=OWNER, heartbeat_at=now,
+                          **at_start(sv, req.service, [p.step for p in steps_for(sv, s, req)]))
                 s.add(run)
                 s.flush()
             record(s, SYSTEM, "run.started", target=req.service, request_id=req.id, service=req.service,
@@ -243,12 +276,24 @@ class Runner:
         self._poke_outbox()
         return step_id
 
+    def _hand_over(self, req: ChangeRequest, run: Run, ended: _Ended | None) -> None:
+        """The process is stopping between two steps: record the step that ended; the run
+        stays 'running' for the stop sequence to mark interrupted (Resume continues it)."""
+        if ended is not None:
+            with session_scope(self.services.engine) as s:
+                self._persist_end(s, req, run, ended)
+        log.info("run of request %s handed over after step %s: drbot is stopping", req.id,
+                 ended.planned.position + 1 if ended else 0)
+
     def _run_step(self, req: ChangeRequest, step_id: int, p: Planned, reason: str) -> _Ended:
+        # writes not yet replicated are lost when the writer is detached: the RPO is the lag just before
+        cutover = {"lag_at_cutover": lag_before_cutover(self.services, self.services.config.service(req.service))} \
+            if p.step.action in LOSSY else {}
         try:
             output = execute_step(self.services, req, p.step, p.region, reason=reason)
-            return _Ended(step_id, p, StepState.SUCCEEDED, "", output)
+            return _Ended(step_id, p, StepState.SUCCEEDED, "", output | cutover)
         except StepFailed as e:
-            return _Ended(step_id, p, StepState.FAILED, str(e), e.output)
+            return _Ended(step_id, p, StepState.FAILED, str(e), e.output | cutover)
 
     def _persist_end(self, s: Session, req: ChangeRequest, run: Run, ended: _Ended) -> None:
         sv = self.services
@@ -265,7 +310,7 @@ class Runner:
                                          "seconds": (now - row.started_at).total_seconds()})
 
     def _finish(self, req: ChangeRequest, run: Run, ended: _Ended | None, state: RequestState, why: str,
-                rpo: float | None = None, succeeded: bool = False, stale: Preflight | None = None) -> None:
+                diverged: bool = False, succeeded: bool = False, stale: Preflight | None = None) -> None:
         sv = self.services
         now = sv.clock()
         svc = sv.config.service(req.service)
@@ -274,14 +319,13 @@ class Runner:
                 self._persist_end(s, req, run, ended)
             r = s.get(Run, run.id)
             values = {"ended_at": now, "error": why}
-            if succeeded:
-                # a scheduled drill approved ahead of time is timed from its start, not from the click
-                began = max(r.approved_at, req.not_before) if req.not_before else r.approved_at
-                rto = (now - began).total_seconds()
-                values |= {"verified_at": now, "measured_rto_s": rto, "measured_rpo_s": rpo,
-                           "passed": rto <= svc.rto.total_seconds() and (rpo is None or rpo <= svc.rpo.total_seconds())}
+            if succeeded:  # RTO from detection, decision and run start; RPO with its method
+                s.flush()
+                values |= measure(s, req, r, now, svc, diverged=diverged)
             else:
                 values["passed"] = False
+            if run.kind is RequestKind.DRILL:  # passes only if it moved something and read it back
+                values |= drill_values(sv, s, run.id, run.request_id, values.get("passed"))
             move_run(s, run.id, [RequestState.RUNNING], state, **values)
             move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
             if stale is not None:

@@ -315,9 +315,80 @@ class WeeklyDigest(Event):
         return f"digest:{self.run_time}"
 
 
+# -- the drill calendar on the status page, and an incident whose alerts have resolved ------
+
+class DrillMaintenanceMoved(Event):
+    """A postponed drill: its scheduled maintenance moves to the occurrence's new window
+    (read at delivery). Behind the maintenance's creation in its stream."""
+
+    KIND: ClassVar[str] = "statuspage.maintenance_moved"
+    occurrence_id: int
+    starts_at: str
+
+    def stream(self) -> str:
+        return f"statuspage:drill:{self.occurrence_id}"
+
+    def coalesce(self) -> str | None:
+        return f"{self.KIND}:{self.occurrence_id}"
+
+    def key(self) -> str | None:
+        return f"drill:{self.occurrence_id}:maintenance:moved:{self.starts_at}"
+
+
+class DrillMaintenanceCancelled(Event):
+    """A skipped drill: its scheduled maintenance is cancelled."""
+
+    KIND: ClassVar[str] = "statuspage.maintenance_cancelled"
+    occurrence_id: int
+
+    def stream(self) -> str:
+        return f"statuspage:drill:{self.occurrence_id}"
+
+    def key(self) -> str | None:
+        return f"drill:{self.occurrence_id}:maintenance:cancelled"
+
+
+class IncidentAlertsResolved(IncidentEvent):
+    """Every alert of the incident has resolved: its channel is told and offered a Resolve
+    button (the incident stays open until a person resolves it). ``at``: when drbot saw the
+    last one resolve (alerts that fire and resolve again make a new notice); ``ended``: when
+    the last one ended, as its source said."""
+
+    KIND: ClassVar[str] = "incident.alerts_resolved"
+    at: str
+    ended: str
+    alert_count: int
+
+    def key(self) -> str | None:
+        return f"incident:{self.incident_id}:alerts_resolved:{self.at}"
+
+
+# -- alert storms ---------------------------------------------------------------------------
+
+class AlertBatch(Event):
+    """One part of a large alert notification, ingested by the worker in its own
+    transaction (``bot.alerts.batches``); the parts of all notifications share one stream,
+    so they are ingested in the order they arrived."""
+
+    KIND: ClassVar[str] = "alerts.ingest"
+    STREAM: ClassVar[str] = "alerts:ingest"
+    batch: str
+    part: int
+    parts: int
+    alerts: list[dict[str, Any]]
+
+    def stream(self) -> str:
+        return self.STREAM
+
+    def key(self) -> str | None:
+        return f"alerts:{self.batch}:{self.part}"
+
+
 EVENTS: tuple[type[Event], ...] = (
     RequestMessage, RunProgress, DrillReport, RunInterrupted, BreakGlassNotice, RequestWithdrawn, DrillPost,
     DrillMaintenance, IncidentChannel, IncidentAlerts, FailoverSuggestion, StatuspagePreview, IncidentReminder,
     IncidentResolved, UnknownAlert, StatuspagePublish, ArchivePostmortem, ReadinessChange, WeeklyDigest,
+    DrillMaintenanceMoved, DrillMaintenanceCancelled, IncidentAlertsResolved,
+    AlertBatch,
 )
 BY_KIND: dict[str, type[Event]] = {e.KIND: e for e in EVENTS}

@@ -109,15 +109,16 @@ def _owner_dead(owner: str) -> bool:
     return False
 
 
-def recover_interrupted(services: Services) -> list[int]:
+def recover_interrupted(services: Services, own: bool = False) -> list[int]:
     """Runs left 'running' by a process that died become 'interrupted' and are announced
-    in their thread; they continue only through Resume (approved again) or Abort."""
+    in their thread; they continue only through Resume (approved again) or Abort.
+    ``own``: this process is stopping and its runs did not finish within the grace period."""
     now = services.clock()
     found = []
     with session_scope(services.engine) as s:
         for run in s.exec(select(Run).where(Run.state == RequestState.RUNNING)).all():
             stale = run.heartbeat_at is None or now - run.heartbeat_at > HEARTBEAT_LIMIT
-            if not (_owner_dead(run.owner) or stale):
+            if not ((own and run.owner == OWNER) or (not own and (_owner_dead(run.owner) or stale))):
                 continue
             if move_run(s, run.id, [RequestState.RUNNING], RequestState.INTERRUPTED):
                 move_request(s, run.request_id, [RequestState.RUNNING], RequestState.INTERRUPTED,

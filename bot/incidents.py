@@ -6,22 +6,29 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.actor import Actor
-from bot.audit import record
+from bot.audit import SYSTEM, record
+from bot.changes import Refused
 from bot.events import ArchivePostmortem, IncidentChannel, IncidentResolved, IncidentReminder, StatuspagePreview
 from bot.events import StatuspagePublish
 from bot.outbox.queue import enqueue, parse
+from bot.permissions import require
 from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
-from bot.store.incident_tables import Incident, IncidentStatus, OutboxItem, PreviewDecision
+from bot.store.incident_tables import Incident, IncidentStatus, OpenIncidentService, OutboxItem, PreviewDecision
 
 IMPACT = {"sev1": "major_outage", "sev2": "partial_outage", "sev3": "degraded_performance",
           "sev4": "degraded_performance"}
 STATUSES = tuple(s.value for s in IncidentStatus)
+MACHINE_OPENERS = frozenset({"alerts", SYSTEM.id})
+"""Who opens incidents without a person typing the title: alert intake (bot.alerts.intake
+ALERTS) and drbot itself. Anyone else typed it."""
 
 
 class NoIncident(Exception):
@@ -38,25 +45,69 @@ def open_incidents(session: Session) -> list[Incident]:
 
 
 def for_channel(session: Session, channel: str | None) -> Incident | None:
-    """The incident of this channel; or the only open incident when the channel has none."""
-    if channel:
-        found = session.exec(select(Incident).where(Incident.channel_id == channel)
-                             .order_by(col(Incident.id).desc())).first()
-        if found is not None:
-            return found
-    candidates = open_incidents(session)
-    return candidates[0] if len(candidates) == 1 else None
+    """The incident of this channel, or None: a DM or any other channel never stands for
+    an incident (not even the only open one), so a change can never land on a guess."""
+    if not channel:
+        return None
+    return session.exec(select(Incident).where(Incident.channel_id == channel)
+                        .order_by(col(Incident.id).desc())).first()
 
 
-def open_incident(services: Services, s: Session, actor: Actor, title: str, severity: str,
-                  service_names: list[str], detected_at: datetime | None = None) -> Incident:
+def open_incident_of(s: Session, service: str) -> Incident | None:
+    """The one open incident of ``service``. Its claim is read FOR SHARE (PostgreSQL): a
+    resolution committing meanwhile is waited for (then there is none), and one that starts
+    later waits for this transaction, so what joins the incident joins it while it is open."""
+    claim = s.exec(select(OpenIncidentService).where(OpenIncidentService.service == service)
+                   .with_for_update(read=True).execution_options(populate_existing=True)).first()
+    inc = s.get(Incident, claim.incident_id) if claim is not None else None
+    return inc if inc is not None and inc.status is not IncidentStatus.RESOLVED else None
+
+
+class _Taken(Exception):
+    def __init__(self, service: str):
+        super().__init__(service)
+        self.service = service
+
+
+def open_or_join(services: Services, s: Session, actor: Actor, title: str, severity: str,
+                 service_names: list[str], detected_at: datetime | None = None) -> tuple[Incident, bool]:
+    """(the new incident, True), or (the open incident of one of ``service_names``, False).
+
+    A service has one open incident: the new one claims each of its services (primary key
+    of open_incident_service, INSERT ... ON CONFLICT DO NOTHING, in name order). If one is
+    taken, even by an incident opening at this moment on another replica (PostgreSQL waits
+    for that transaction; SQLite's writers take turns), nothing is opened and the holder is
+    returned instead: the caller joins it."""
+    names = list(dict.fromkeys(service_names))
+    for _ in range(5):  # a holder found taken, then resolved before it could be read: again
+        try:
+            return _open(services, s, actor, title, severity, names, detected_at), True
+        except _Taken as taken:
+            held = open_incident_of(s, taken.service)
+            if held is not None:
+                return held, False
+    raise RuntimeError(f"could not open or find the open incident of {', '.join(names)}")
+
+
+def _open(services: Services, s: Session, actor: Actor, title: str, severity: str, names: list[str],
+          detected_at: datetime | None) -> Incident:
+    for name in names:
+        if open_incident_of(s, name) is not None:
+            raise _Taken(name)
     now = services.clock()
-    inc = Incident(title=title, severity=severity, services=json.dumps(service_names), opened_by=actor.id,
-                   opened_at=now, detected_at=detected_at or now)
-    s.add(inc)
-    s.flush()
-    record(s, actor, "incident.opened", target=",".join(service_names), incident_id=inc.id, text=title,
-           detail={"severity": severity, "services": service_names})
+    with s.begin_nested():  # rolled back, incident and claims, when a claim is lost
+        inc = Incident(title=title, severity=severity, services=json.dumps(names), opened_by=actor.id,
+                       opened_at=now, detected_at=detected_at or now)
+        s.add(inc)
+        s.flush()
+        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+        table = OpenIncidentService.__table__
+        claim = dialect.insert(table).on_conflict_do_nothing().returning(table.c.service)
+        for name in sorted(names):
+            if s.execute(claim.values(service=name, incident_id=inc.id)).first() is None:
+                raise _Taken(name)
+    record(s, actor, "incident.opened", target=",".join(names), incident_id=inc.id, text=title,
+           detail={"severity": severity, "services": names})
     enqueue(s, IncidentChannel(incident_id=inc.id), now)
     publish_status(services, s, inc, first=True)
     return inc
@@ -64,6 +115,8 @@ def open_incident(services: Services, s: Session, actor: Actor, title: str, seve
 
 def set_status(services: Services, s: Session, actor: Actor, inc: Incident, status: str, message: str) -> None:
     now = services.clock()
+    if status == "resolved":  # its services may open new incidents (released first: see open_incident_of)
+        s.execute(delete(OpenIncidentService).where(OpenIncidentService.incident_id == inc.id))
     previous = inc.status.value
     inc.status = IncidentStatus(status)
     if status in ("monitoring", "resolved") and inc.mitigated_at is None:
@@ -93,16 +146,31 @@ def publish_status(services: Services, s: Session, inc: Incident, message: str =
     policy = sp.publish.get(inc.severity, "preview")  # unlisted: a person decides
     if policy == "skip":
         return
+    if policy == "auto" and _typed_text(s, inc, message):
+        policy = sp.publish_typed_text.get(inc.severity, "preview")
     if policy == "auto":
         enqueue(s, StatuspagePublish(incident_id=inc.id, status=inc.status.value, message=message), services.clock())
     else:
         enqueue(s, StatuspagePreview(incident_id=inc.id, status=inc.status.value, message=message), services.clock())
 
 
+def _typed_text(s: Session, inc: Incident, message: str) -> bool:
+    """Would this update put text a person typed on the public page: a status message, or
+    the title of an incident opened by hand that no one has published yet?"""
+    if message.strip():
+        return True
+    if inc.opened_by in MACHINE_OPENERS or inc.statuspage_id:
+        return False
+    stream = StatuspagePublish(incident_id=inc.id, status=inc.status.value).stream()
+    return s.exec(select(OutboxItem.id).where(OutboxItem.kind == StatuspagePublish.KIND,
+                                              OutboxItem.stream == stream)).first() is None
+
+
 def decide_preview(services: Services, actor: Actor, item_id: int, publish: bool, body: str | None = None):
     """Publish or skip a previewed status-page update (the preview's outbox item). One
     decision per preview, on any replica: the first Publish or Skip wins (its row's
-    primary key), later clicks are told so."""
+    primary key), later clicks are told so. Only a holder of ``statuspage_publish`` decides."""
+    require(services, actor, "statuspage_publish")
     with session_scope(services.engine) as s:
         item = s.get(OutboxItem, item_id)
         if item is None or item.kind != StatuspagePreview.KIND:
@@ -140,6 +208,7 @@ def pin_message(services: Services, channel: str, author: str, text: str, ts: st
 
 def update_from_form(services: Services, actor: Actor, incident_id: int, status: str, message: str):
     """The 'post update' modal of the reminder: a status change with its message."""
+    require(services, actor, "incident_update")
     with session_scope(services.engine) as s:
         inc = s.get(Incident, incident_id)
         if inc is None or inc.status is IncidentStatus.RESOLVED:
@@ -171,8 +240,14 @@ def remind_due(services: Services) -> list[int]:
 # -- by hand, from a channel --------------------------------------------------------------
 
 def open_by_hand(services: Services, actor: Actor, title: str, severity: str, names: list[str]) -> Incident:
+    """Declare an incident (``incident_open``). Its typed title reaches the status page only
+    through a preview, unless ``statuspage.publish_typed_text`` says otherwise."""
+    require(services, actor, "incident_open")
     with session_scope(services.engine) as s:
-        inc = open_incident(services, s, actor, title, severity, names)
+        inc, opened = open_or_join(services, s, actor, title, severity, names)
+    if not opened:  # one open incident per service: the person is sent to it
+        held = [n for n in names if n in services_of(inc)]
+        raise Refused("incident_open", id=inc.id, title=inc.title, channel=inc.channel_id, services=held)
     if services.outbox is not None:
         services.outbox.poke()
     return inc
@@ -187,6 +262,7 @@ def _in_channel(s: Session, channel: str | None) -> Incident:
 
 def status_in_channel(services: Services, actor: Actor, channel: str | None, status: str, message: str) -> Incident:
     """Set the status of the channel's incident (the status page follows, per policy)."""
+    require(services, actor, "incident_update")
     with session_scope(services.engine) as s:
         inc = _in_channel(s, channel)
         if inc.status is IncidentStatus.RESOLVED:

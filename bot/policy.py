@@ -17,6 +17,8 @@ class Policy:
     requesters: tuple[str, ...]
     expires: timedelta
     break_glass: BreakGlass
+    allow_parallel: bool
+    """Several open changes of the service at once (``approvals.allow_parallel``)."""
 
 
 def policy_for(config: Config, service: str) -> Policy:
@@ -35,4 +37,5 @@ def policy_for(config: Config, service: str) -> Policy:
     if over is not None and over.required_approvals is not None:
         required = over.required_approvals
     return Policy(service=service, required=required, approvers=tuple(pick("approvers")),
-                  requesters=tuple(pick("requesters")), expires=pick("expires"), break_glass=pick("break_glass"))
+                  requesters=tuple(pick("requesters")), expires=pick("expires"), break_glass=pick("break_glass"),
+                  allow_parallel=pick("allow_parallel"))

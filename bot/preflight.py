@@ -1,8 +1,15 @@
 """Pre-flight checks of a change: run when it is requested (shown to the approvers), and
 again just before execution, when a plan that has gone stale is not executed.
 
-A check that cannot be answered (a failed or timed-out reading) blocks like a failed one:
-nothing unknown is taken as safe.
+A check that cannot be answered (a failed, timed-out or stale reading) blocks like a
+failed one: nothing unknown is taken as safe.
+
+A move to a region whose database does not replicate from the writer (a former writer
+left standalone by a replica promotion, a member removed from a global database) fails
+with the reason and what to do (``bot.replication``), unless the requester explicitly
+allowed data loss (``allow_data_loss``, recorded on the request and in the audit log).
+The data-loss risk the plan states comes from that live replication state and a fresh
+lag reading, never from a stale metric.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from sqlmodel import col, select
 from bot.collector import Probe
 from bot.config import ServiceConfig
 from bot.config.runbooks import Step
+from bot.replication import judge_move
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.queries import current_regions
@@ -35,8 +43,12 @@ class Preflight:
     checks: tuple[Check, ...]
     lag_seconds: float | None
     data_loss: str
-    """'none' (switchover), 'accepted' (runbook allows it), 'possible' (replica promotion)."""
+    """'none' (switchover), 'accepted' (runbook allows it), 'possible' (replica promotion),
+    'diverged' (the target does not replicate from the writer: everything written since
+    the split would be lost)."""
     at: str
+    allow_data_loss: bool = False
+    """The requester explicitly accepted data loss."""
 
     @property
     def ok(self) -> bool:
@@ -55,7 +67,7 @@ class Preflight:
             return None
         data = json.loads(text)
         return cls(checks=tuple(Check(**c) for c in data["checks"]), lag_seconds=data["lag_seconds"],
-                   data_loss=data["data_loss"], at=data["at"])
+                   data_loss=data["data_loss"], at=data["at"], allow_data_loss=data.get("allow_data_loss", False))
 
 
 def data_loss_of(steps: list[Step]) -> str:
@@ -68,14 +80,19 @@ def data_loss_of(steps: list[Step]) -> str:
 
 
 def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_region: str,
-                  steps: list[Step], exclude_request: int | None = None, resuming: bool = False) -> Preflight:
-    """``resuming``: the run is half done, so where traffic goes now is not checked."""
+                  steps: list[Step], exclude_request: int | None = None, resuming: bool = False,
+                  allow_data_loss: bool = False) -> Preflight:
+    """``resuming``: the run is half done, so where traffic goes now is not checked (and the
+    target may already write). ``allow_data_loss``: the requester accepts losing what the
+    target's database lacks."""
     probes = [Probe(("health",), svc.health[to_region], "health", Target(svc.name, to_region))] \
         if to_region in svc.health else []
     if svc.lag:
         probes.append(Probe(("lag",), svc.lag.source, "lag", Target(svc.name)))
     if svc.traffic:
         probes.append(Probe(("traffic",), svc.traffic.source, "traffic", Target(svc.name)))
+    if svc.database:
+        probes.append(Probe(("replication",), svc.database.source, "replication", Target(svc.name)))
     readings = services.collector.read(probes)
     checks: list[Check] = []
 
@@ -89,17 +106,31 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
 
     loss = data_loss_of(steps)
     lag = readings.get(("lag",))
-    lag_seconds = lag.lag_seconds if lag is not None and lag.ok else None
+    age = lag.age(services.clock()) if lag is not None and lag.ok else None
+    stale = age is not None and svc.lag is not None and age > svc.lag.stale_after
+    lag_seconds = lag.lag_seconds if lag is not None and lag.ok and not stale else None
     rpo = svc.rpo.total_seconds()
     if lag is None:  # nothing replicates (a stateless service): no data to lose
         checks.append(Check("lag", True, {"why": "no lag source configured", "rpo": rpo, "na": True}))
     elif not lag.ok:
         checks.append(Check("lag", None, {"why": lag.error or lag.status.value, "rpo": rpo}))
+    elif stale:  # a metric that stopped updating says nothing about the data at risk now
+        checks.append(Check("lag", None, {"stale": True, "age": age.total_seconds(), "rpo": rpo,
+                                          "limit": svc.lag.stale_after.total_seconds(), "source": lag.source}))
     elif lag.replicating is False or lag_seconds is None:
         checks.append(Check("lag", loss == "accepted", {"stopped": True, "rpo": rpo, "loss": loss}))
     else:
         checks.append(Check("lag", lag_seconds <= rpo or loss == "accepted",
                             {"lag": lag_seconds, "rpo": rpo, "loss": loss}))
+    if allow_data_loss and checks[-1].ok is not True:  # the requester accepts whatever the lag means
+        checks[-1] = Check("lag", True, checks[-1].params | {"overridden": True})
+
+    replication = readings.get(("replication",))
+    if replication is not None:
+        check = _replication_check(replication, from_region, to_region, resuming, allow_data_loss)
+        checks.append(check)
+        if check.params.get("diverged"):
+            loss = "diverged"
 
     with session_scope(services.engine) as s:  # one read for both: where it runs, what else runs
         recorded = current_regions(s).get(svc.name, (svc.active, svc.standby))[0]
@@ -117,4 +148,20 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
             checks.append(Check("traffic_source", None, {"why": traffic.error, "source": traffic.source}))
 
     checks.append(Check("no_other_run", busy is None, {"request_id": busy.request_id if busy else None}))
-    return Preflight(tuple(checks), lag_seconds, loss, services.clock().isoformat())
+    return Preflight(tuple(checks), lag_seconds, loss, services.clock().isoformat(), allow_data_loss)
+
+
+def _replication_check(reading, from_region: str, to_region: str, resuming: bool, allow_data_loss: bool) -> Check:
+    """Does the target's database replicate from the writer? Live, from the database source."""
+    base = {"source": reading.source, "via": reading.detail, "from": from_region, "to": to_region}
+    if not reading.ok or reading.replication is None:
+        return Check("replication", None, base | {"why": reading.error or reading.status.value})
+    j = judge_move(reading.replication, from_region, to_region, moved_already=resuming)
+    params = base | j.params | {"why": j.code}
+    if j.ok is True:
+        return Check("replication", True, params)
+    if j.ok is False:
+        params["diverged"] = True  # everything the target lacks is lost: the risk the plan states
+    if allow_data_loss:
+        return Check("replication", True, params | {"overridden": True})
+    return Check("replication", j.ok, params)

@@ -2,8 +2,12 @@
 
 Rules (worst part wins; NOT_READY > UNKNOWN > AT_RISK > READY):
 - lag past critical, replication stopped, or the standby region unhealthy: NOT_READY;
-- lag past warning, the active region unhealthy, a failed, missing or overdue drill: AT_RISK;
-- a missing, failed, timed-out or stale reading: UNKNOWN for that part, never healthy.
+- lag past warning, the active region unhealthy, a failed, missing, overdue or unproven drill
+  (one that moved nothing; a check-only exercise is no drill at all): AT_RISK;
+- a missing, failed, timed-out or stale reading: UNKNOWN for that part, never healthy;
+- live state (``assess_live``): traffic or the writer somewhere else than drbot's record
+  (drift), or a standby database that does not replicate from the writer: NOT_READY
+  (drift while a run of the service is moving it: AT_RISK).
 
 Findings carry a code and parameters; their sentences live in ``templates/_reasons.j2``.
 """
@@ -15,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.readings import Reading, Status
+from bot.replication import judge_move
 
 
 class Verdict(str, enum.Enum):
@@ -47,6 +52,10 @@ class DrillInfo:
     rto_s: float | None = None
     rpo_s: float | None = None
     request_id: int | None = None
+    sandbox: bool = False
+    """It ran on a sandbox (simulated) backend: every line about it says SANDBOX."""
+    unproven: bool = False
+    """Its steps succeeded but moved nothing that a verify read back (bot.drill_proof)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,10 @@ class Assessment:
     health: dict[str, Reading]
     drill: DrillInfo | None
     assessed_at: datetime
+    traffic: Reading | None = None
+    """Where the traffic switch routes now (None: the service has no traffic source)."""
+    database: Reading | None = None
+    """Which region writes and who replicates from whom (None: no database source)."""
 
     @property
     def reasons(self) -> tuple[Finding, ...]:
@@ -81,7 +94,8 @@ class Assessment:
 
     @property
     def sandbox(self) -> bool:
-        return self.lag.sandbox or any(r.sandbox for r in self.health.values())
+        return self.lag.sandbox or any(r.sandbox for r in self.health.values()) \
+            or any(r is not None and r.sandbox for r in (self.traffic, self.database))
 
 
 def worst(verdicts) -> Verdict:
@@ -134,7 +148,9 @@ def assess_drill(drill: DrillInfo | None, t: Targets, now: datetime, missed_at: 
         return Finding(Verdict.AT_RISK, "no_drill", {"max_age": t.drill_max_age})
     age = now - drill.ended_at
     params = {"age": age, "max_age": t.drill_max_age, "rto_s": drill.rto_s, "rpo_s": drill.rpo_s,
-              "request_id": drill.request_id}
+              "request_id": drill.request_id, "sandbox": drill.sandbox}
+    if drill.unproven:
+        return Finding(Verdict.AT_RISK, "drill_unproven", params)
     if not drill.passed:
         return Finding(Verdict.AT_RISK, "drill_failed", params)
     if age > t.drill_max_age:
@@ -142,18 +158,51 @@ def assess_drill(drill: DrillInfo | None, t: Targets, now: datetime, missed_at: 
     return Finding(Verdict.READY, "drill_ok", params)
 
 
+def assess_live(active: str, standby: str, traffic: Reading | None, database: Reading | None, t: Targets,
+                now: datetime, moving: int | None = None) -> list[Finding]:
+    """Where traffic and the writer really are, against drbot's record (``active``), and
+    whether the standby's database replicates from the writer. ``moving``: the request
+    whose run is moving the service now (drift is then expected: AT_RISK)."""
+    out: list[Finding] = []
+    drift = Verdict.AT_RISK if moving else Verdict.NOT_READY
+    if traffic is not None:
+        base = {"recorded": active, "source": traffic.source, "via": traffic.detail, "moving": moving}
+        if (bad := _unusable(traffic, "where traffic goes", now, t.stale_after)) is not None:
+            out.append(bad)
+        elif traffic.region != active:
+            out.append(Finding(drift, "traffic_drift", base | {"actual": traffic.region}))
+        else:
+            out.append(Finding(Verdict.READY, "traffic_ok", base | {"actual": traffic.region}))
+    if database is not None:
+        base = {"recorded": active, "source": database.source, "via": database.detail, "moving": moving}
+        rep = database.replication
+        if (bad := _unusable(database, "where the database writes", now, t.stale_after)) is not None:
+            out.append(bad)
+        elif active not in (writers := rep.writers if rep else (database.region,)):
+            out.append(Finding(drift, "writer_drift", base | {"actual": [w for w in writers if w]}))
+        elif rep is None:
+            out.append(Finding(Verdict.READY, "writer_ok", base | {"standby": standby}))
+        else:
+            j = judge_move(rep, active, standby)
+            verdict = {True: Verdict.READY, None: Verdict.UNKNOWN, False: Verdict.NOT_READY}[j.ok]
+            out.append(Finding(verdict, "writer_ok" if j.ok else j.code, base | j.params | {"standby": standby}))
+    return out
+
+
 def assess(service: str, tier: str, active: str, standby: str, targets: Targets, lag: Reading,
            health: dict[str, Reading], drill: DrillInfo | None, now: datetime,
-           missed_at: datetime | None = None) -> Assessment:
+           missed_at: datetime | None = None, traffic: Reading | None = None, database: Reading | None = None,
+           moving: int | None = None) -> Assessment:
     findings = [assess_lag(lag, targets, now)]
     for region, role in ((active, "active"), (standby, "standby")):
         reading = health.get(region) or Reading.missing("health", f"no health source for {region}")
         findings.append(assess_health(region, role, reading, targets, now))
+    findings.extend(assess_live(active, standby, traffic, database, targets, now, moving))
     findings.append(assess_drill(drill, targets, now, missed_at))
     return Assessment(
         service=service, tier=tier, active=active, standby=standby,
         verdict=worst(f.verdict for f in findings), findings=tuple(findings), targets=targets,
-        lag=lag, health=health, drill=drill, assessed_at=now,
+        lag=lag, health=health, drill=drill, assessed_at=now, traffic=traffic, database=database,
     )
 
 

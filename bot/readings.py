@@ -9,7 +9,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from integrations.base import LagSample
+from integrations.base import LagSample, Replication
 
 
 class Status(str, enum.Enum):
@@ -23,7 +23,8 @@ class Status(str, enum.Enum):
 @dataclass(frozen=True)
 class Reading:
     kind: str
-    """'lag', 'health', 'traffic' (which region takes traffic) or 'writer' (which region writes)"""
+    """'lag', 'health', 'traffic' (which region takes traffic), 'writer' (which region writes) or
+    'replication' (every region's database and whom it replicates from)"""
     source: str
     status: Status
     observed_at: datetime | None = None
@@ -38,6 +39,8 @@ class Reading:
     sandbox: bool = False
     elapsed_ms: float | None = None
     """How long the read took."""
+    replication: Replication | None = None
+    """For 'replication' readings: what the database backend reported."""
 
     @property
     def ok(self) -> bool:

@@ -16,6 +16,10 @@ def _reading(r: Reading) -> dict[str, Any]:
         "lag_seconds": r.lag_seconds, "replicating": r.replicating, "healthy": r.healthy,
         "detail": r.detail, "error": r.error, "sandbox": r.sandbox,
         "history": [{"at": s.at.isoformat(), "seconds": s.seconds} for s in r.history],
+        "region": r.region,
+        "replication": None if r.replication is None else [
+            {"region": d.region, "role": d.role.value, "source_region": d.source_region, "detail": d.detail}
+            for d in r.replication.regions],
     }
 
 
@@ -30,6 +34,8 @@ def _assessment(a: Assessment, renderer: Renderer) -> dict[str, Any]:
                                                                 "stale_after", "drill_max_age")},
         "lag": _reading(a.lag),
         "health": {region: _reading(r) for region, r in a.health.items()},
+        "traffic": None if a.traffic is None else _reading(a.traffic),
+        "database": None if a.database is None else _reading(a.database),
         "drill": None if a.drill is None else {
             "ended_at": a.drill.ended_at.isoformat(), "passed": a.drill.passed,
             "rto_seconds": a.drill.rto_s, "rpo_seconds": a.drill.rpo_s},

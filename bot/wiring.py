@@ -22,7 +22,8 @@ from bot.scheduler import Scheduler
 from bot.render import Renderer
 from bot.services import Services
 from bot.status import StatusService
-from bot.store import DEFAULT_URL, create_schema, make_engine
+from bot.store import DEFAULT_URL, make_engine
+from bot.store.schema import prepare
 from bot.watch import watch_once
 from integrations import registry as backend_registry
 from integrations.base import Backend
@@ -52,10 +53,13 @@ def build_backends(loaded: LoadedConfig, clients: dict[str, Any] | None = None) 
 
 def build_services(config: str | LoadedConfig | None = None, db_url: str | None = None,
                    clients: dict[str, Any] | None = None,
-                   clock: Callable[[], datetime] = utcnow, inline_runs: bool = False) -> Services:
+                   clock: Callable[[], datetime] = utcnow, inline_runs: bool = False,
+                   migrate: bool = True) -> Services:
+    """``migrate`` False: refuse (SchemaBehind) a database older than this code, rather than
+    upgrading it (``drbot`` commands other than ``db upgrade`` and ``run --migrate``)."""
     loaded = config if isinstance(config, LoadedConfig) else load_config(config_path(config))
     engine = make_engine(database_url(db_url))
-    create_schema(engine)
+    prepare(engine, migrate)
     backends = build_backends(loaded, clients)
     collector = Collector(backends)
     services = Services(
@@ -104,4 +108,4 @@ def seed_sandboxes(services: Services) -> None:
         for name in names:
             backend = services.backends.get(name)
             if backend is not None and backend.sandbox:
-                backend.estate.seed(svc.name, regions[svc.name][0])
+                backend.estate.seed(svc.name, *regions[svc.name])

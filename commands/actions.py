@@ -2,9 +2,11 @@
 table), so the two-person rule is enforced in one place, whoever and wherever clicks."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 from bot import changes, drills, followups, incidents
+from bot.alerts import quiet
 from bot.actor import Actor
 from bot.incident_view import preview_body
 from bot.incidents import STATUSES
@@ -15,10 +17,23 @@ from commands import status as status_cmd
 from commands.base import FormError, Invocation, UsageError
 
 
-def _request_id(action: str, value: str) -> int:
-    if not value.isdigit():
-        raise UsageError(f"the {action} button carries no request number")
+_ID = re.compile(r"[0-9]{1,10}")
+MAX_ID = 2**31 - 1
+"""Row ids are 32-bit integers in the database."""
+
+
+def parse_id(value: str) -> int | None:
+    """A row id written in ASCII digits (``str.isdigit`` also accepts '²' and '١'), or None."""
+    if not _ID.fullmatch(value) or int(value) > MAX_ID:
+        return None
     return int(value)
+
+
+def _request_id(action: str, value: str) -> int:
+    number = parse_id(value)
+    if number is None:
+        raise UsageError(f"the {action} button carries no request number")
+    return number
 
 
 def decide(verb: str):
@@ -65,7 +80,7 @@ def open_form(form: str):
     def run(services: Services, actor: Actor, value: str) -> Reply:
         context = {"form": form, "value": value, "statuses": STATUSES, "body": "", "now": services.clock(),
                    "command": services.command, "tz": services.config.timezone}
-        if form == "sp_edit" and value.isdigit():
+        if form == "sp_edit" and parse_id(value) is not None:
             context["body"] = preview_body(services, int(value))
         return Reply(f"modal_{form}", context, modal=True)
     return run
@@ -81,7 +96,7 @@ def validate_calendar(services: Services, fields: dict[str, str]) -> None:
 def validate_postpone(services: Services, fields: dict[str, str]) -> None:
     validate_calendar(services, fields)
     stamp = fields.get("when", "")
-    if not stamp.isdigit():
+    if not re.fullmatch(r"[0-9]{1,11}", stamp) or int(stamp) > 253402300799:  # 9999-12-31
         raise FormError("when", "pick the new date and time")
     if datetime.fromtimestamp(int(stamp), timezone.utc) <= services.clock():
         raise FormError("when", "that time is in the past")
@@ -112,3 +127,12 @@ def submit_update(services: Services, actor: Actor, incident_id: int, fields: di
 
 def submit_edit(services: Services, actor: Actor, item_id: int, fields: dict[str, str]) -> Reply | None:
     return incidents.decide_preview(services, actor, item_id, publish=True, body=fields["body"].strip())
+
+
+def resolve_incident(services: Services, actor: Actor, value: str) -> Reply | None:
+    """Resolve, on the notice that every alert of an incident has resolved."""
+    incident_id = parse_id(value)
+    if incident_id is None:
+        raise UsageError("the resolve button carries no incident number")
+    quiet.resolve(services, actor, incident_id)
+    return None

@@ -3,10 +3,11 @@ shape of the declarations in ``commands.table``."""
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 from bot.actor import Actor
+from bot.permissions import ANYONE
 from bot.render import Reply
 from bot.services import Services
 
@@ -48,6 +49,11 @@ class Subcommand:
     """The synopsis after the command, e.g. ``status [SERVICE] [public]``."""
     help: str
     run: Callable[[Invocation], Reply]
+    roles: Mapping[str, str] = field(default_factory=dict, hash=False, compare=False)
+    """Who may, per first word (``open`` of ``incident open``); ``""``: any other use. A role of
+    ``bot.permissions.ROLES`` is checked by the core function that makes the change (other
+    transports and the scheduler call it too); ANYONE: reading; APPROVAL_POLICY: the
+    approval policy decides."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class Button:
     verb: str
     run: Callable[[Services, Actor, str], Reply | None]
     """(services, who clicked, the button's value) -> what only the clicker sees, or None."""
+    role: str = ANYONE
+    """Checked by the router before ``run`` (a role of ``bot.permissions.ROLES``), or ANYONE,
+    or APPROVAL_POLICY (decided in the core)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ class Form:
     validate: Callable[[Services, dict[str, str]], None]
     """Cheap checks, fast enough for Slack's 3-second ack; raises FormError."""
     submit: Callable[[Services, Actor, int, dict[str, str]], Reply | None]
+    role: str = ANYONE
+    """Checked by the router before ``submit``, like a button's."""
 
 
 def pick_service(inv: Invocation, name: str, topic: str) -> str:

@@ -1,17 +1,19 @@
-"""``/dr cancel ID``: the requester withdraws a pending request."""
+"""``/dr cancel ID``: the requester withdraws a request not yet running (pending, or approved and waiting)."""
 from __future__ import annotations
 
 from bot import changes
 from bot.render import Reply
+from commands.actions import parse_id
 from commands.base import Invocation, UsageError
 
 NAME = "cancel"
 
 
 def request_id(inv: Invocation, topic: str) -> int:
-    if len(inv.args) != 1 or not inv.args[0].lstrip("#").isdigit():
+    number = parse_id(inv.args[0].lstrip("#")) if len(inv.args) == 1 else None
+    if number is None:
         raise UsageError("give the request number, e.g. 12 or #12", topic)
-    return int(inv.args[0].lstrip("#"))
+    return number
 
 
 def run(inv: Invocation) -> Reply:

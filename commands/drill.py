@@ -1,15 +1,17 @@
-"""``/dr drill SERVICE [SCENARIO] [REASON...]``: ask for a drill now; and changes to the
+"""``/dr drill SERVICE [SCENARIO [REASON...]]``: ask for a drill now; and changes to the
 drill calendar, each approved like any change:
-``/dr drill schedule SERVICE WHEN [SCENARIO] [REASON...]``,
+``/dr drill schedule SERVICE WHEN [SCENARIO [REASON...]]``,
 ``/dr drill postpone SERVICE to WHEN [REASON...]``, ``/dr drill skip SERVICE REASON...``."""
 from __future__ import annotations
+
+import difflib
 
 from bot import drills
 from bot.changes import Refused
 from bot.render import Reply
 from bot.store.models import RequestKind
 from commands.base import Invocation, UsageError, pick_service
-from commands.change_args import parse, parse_when
+from commands.change_args import not_one_of, parse, parse_when, pick_scenario
 from commands.requesting import request
 
 NAME = "drill"
@@ -19,10 +21,16 @@ CALENDAR = ("schedule", "postpone", "skip")
 def run(inv: Invocation) -> Reply:
     if inv.args and inv.args[0] in CALENDAR:
         return _calendar(inv, inv.args[0], list(inv.args[1:]))
+    if inv.args and inv.args[0] not in inv.services.config.service_names:
+        verb = difflib.get_close_matches(inv.args[0].lower(), CALENDAR, n=1)
+        if verb:  # a typo of schedule/postpone/skip, not of a service
+            raise not_one_of(inv.args[0], inv.services.config.service_names + list(CALENDAR),
+                             "a service or a calendar change", "Choices", NAME)
     args = parse(inv, NAME, allow_to=False)
-    scenarios = inv.services.config.service(args.service).runbooks.drill
     words = list(args.rest)
-    scenario = words.pop(0) if words and words[0] in scenarios else ""
+    # the first word after the service names the scenario, always: a typo never becomes a reason
+    scenario = pick_scenario(inv, args.service, words.pop(0), NAME,
+                             f"{inv.services.command} drill {args.service}") if words else ""
     return request(inv, RequestKind.DRILL, args, " ".join(words) or "practice", scenario=scenario)
 
 
@@ -35,7 +43,8 @@ def _calendar(inv: Invocation, verb: str, words: list[str]) -> Reply:
     now = sv.clock()
     if verb == "schedule":
         at, rest = parse_when(words, sv.config.timezone, now, NAME)
-        scenario = rest.pop(0) if rest and rest[0] in svc.runbooks.drill else "default"
+        scenario = pick_scenario(inv, service, rest.pop(0), NAME,
+                                 f"{sv.command} drill schedule {service} in 2h") if rest else "default"
         if not svc.runbooks.steps("drill", scenario):
             raise UsageError(f"{service} has no drill scenario '{scenario}'", NAME)
         occ_id = drills.create_occurrence(sv, svc, "adhoc", at, scenario, requester=inv.actor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.render import Reply
 from bot.store.models import RequestKind
 from commands.base import Invocation
-from commands.change_args import parse
+from commands.change_args import parse, reason_of
 from commands.requesting import request
 
 NAME = "failover"
@@ -13,4 +13,4 @@ NAME = "failover"
 
 def run(inv: Invocation) -> Reply:
     args = parse(inv, NAME, allow_to=True)
-    return request(inv, RequestKind.FAILOVER, args, " ".join(args.rest))
+    return request(inv, RequestKind.FAILOVER, args, reason_of(inv, args, NAME))

@@ -1,13 +1,18 @@
 """``/dr incident [open TITLE... [sev1..sev4] [SERVICE...] | status STATUS [MESSAGE...] | note TEXT...]``."""
 from __future__ import annotations
 
+import re
+
 from bot.incident_view import channel_view, context_of
 from bot.incidents import STATUSES, NoIncident, note_in_channel, open_by_hand, status_in_channel
 from bot.render import Reply
 from commands.base import Invocation, UsageError
+from commands.change_args import not_one_of
 
 NAME = "incident"
 SEVERITIES = ("sev1", "sev2", "sev3", "sev4")
+SEVERITY_LIKE = re.compile(r"sev\W?\d+", re.IGNORECASE)
+"""A word meant as a severity: it must then be one of SEVERITIES (``sev9`` is an error, not a title)."""
 
 
 def run(inv: Invocation) -> Reply:
@@ -40,11 +45,37 @@ def run(inv: Invocation) -> Reply:
 
 
 def _open(inv: Invocation, words: list[str]) -> Reply:
-    names = set(inv.services.config.service_names)
-    severity = next((w.lower() for w in words if w.lower() in SEVERITIES), "sev2")
-    services = [w for w in words if w in names]
-    title = " ".join(w for w in words if w.lower() not in SEVERITIES and w not in names).strip()
-    if not title:
-        raise UsageError("give the incident a title", NAME)
+    title, severity, services = _open_args(inv, words)
     inc = open_by_hand(inv.services, inv.actor, title, severity, services)
     return Reply("incident_opened_ack", {"inc": inc, "services": services})
+
+
+def _open_args(inv: Invocation, words: list[str]) -> tuple[str, str, list[str]]:
+    """``TITLE... [SEVERITY] [SERVICE...]`` (the severity may also come first). A word that
+    looks like a severity must be one; after a severity in the middle, every word must be a
+    service; without one, service names at the end are the services. Default sev2."""
+    names = inv.services.config.service_names
+    at = [i for i, w in enumerate(words) if SEVERITY_LIKE.fullmatch(w)]
+    for i in at:
+        if words[i].lower() not in SEVERITIES:
+            raise not_one_of(words[i], SEVERITIES, "a severity", "Severities", NAME)
+    if len(at) > 1:
+        raise UsageError(f"give one severity, not {len(at)}: {', '.join(words[i] for i in at)}", NAME)
+    severity, services = (words[at[0]].lower() if at else "sev2"), []
+    if at and at[0] > 0:
+        title_words, after = words[:at[0]], words[at[0] + 1:]
+        for w in after:
+            if w not in names:
+                raise not_one_of(w, names, "a service", "Services", NAME,
+                                 "After the severity come only service names; the title goes before it")
+        services = after
+    else:
+        title_words = words[1:] if at else list(words)
+        while title_words and title_words[-1] in names:
+            services.insert(0, title_words.pop())
+    title = " ".join(title_words).strip()
+    if not title:
+        raise UsageError(f"give the incident a title: `{inv.services.command} incident open TITLE... "
+                         f"[sev1..sev4] [SERVICE...]`", NAME)
+    return title, severity, list(dict.fromkeys(services))
+

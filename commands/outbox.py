@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from bot.outbox.admin import retry, waiting
 from bot.render import Reply
+from commands.actions import parse_id
 from commands.base import Invocation, UsageError
 
 NAME = "outbox"
@@ -10,9 +11,10 @@ NAME = "outbox"
 
 def run(inv: Invocation) -> Reply:
     if inv.args:
-        if len(inv.args) != 2 or inv.args[0] != "retry" or not inv.args[1].isdigit():
+        item = parse_id(inv.args[1]) if len(inv.args) == 2 and inv.args[0] == "retry" else None
+        if item is None:
             raise UsageError("`outbox` alone lists; `outbox retry ID` retries one", NAME)
-        if not retry(inv.services, int(inv.args[1])):
+        if not retry(inv.services, inv.actor, item):
             raise UsageError(f"item {inv.args[1]} is not one that gave up", NAME)
     return Reply("outbox", {"items": waiting(inv.services), "now": inv.services.clock(),
                             "command": inv.services.command})

@@ -21,13 +21,16 @@ def request(inv: Invocation, kind: RequestKind, args: ChangeArgs, reason: str, s
     if any(st.action == "database.failover" for st in steps) and "data loss" not in reason.lower():
         raise UsageError("this runbook fails the database over with allow_data_loss: the reason must name "
                          "the data loss you accept, e.g. '... accept data loss of up to 1m'", kind.value)
+    if args.allow_data_loss and "data loss" not in reason.lower():
+        raise UsageError("--allow-data-loss accepts losing what the target's database lacks: the reason must "
+                         "name the data loss you accept, e.g. '... accept data loss since the failover'", kind.value)
     if args.justification is not None and not args.justification.strip():
         raise UsageError("--break-glass needs a written justification after it", kind.value)
     from_region, to_region = regions_for(inv, args.service, kind.value, args.to_region, kind.value)
     try:
         req = changes.create(inv.services, inv.actor, kind, args.service, from_region, to_region, steps, reason,
                              scenario=scenario, break_glass=args.justification is not None,
-                             justification=args.justification or "")
+                             justification=args.justification or "", allow_data_loss=args.allow_data_loss)
     except Refused as r:
         return r.reply()
     return Reply("request_created", {"req": req, "command": inv.services.command})

@@ -10,8 +10,10 @@ import uuid
 
 from bot.actor import Actor
 from bot.changes import Refused
+from bot.permissions import check as check_permission
 from bot.render import Reply
 from bot.services import Services
+from commands.actions import parse_id
 from commands.base import FormError, Invocation, UsageError
 from commands.table import BUTTONS, FORMS, SUBCOMMANDS
 
@@ -55,9 +57,11 @@ def split(text: str) -> list[str]:
 
 
 def _failed(what: str, actor: Actor, e: Exception) -> Reply:
+    """An internal error: the person sees a reference and a generic sentence, never the
+    exception (it can hold SQL, values or a stack); the log has it with the reference."""
     ref = uuid.uuid4().hex[:8]
-    log.exception("%s by %s failed [%s]", what, actor.id, ref)
-    return Reply("error", {"message": f"{type(e).__name__}: {e}", "ref": ref})
+    log.error("%s by %s failed [%s]: %s", what, actor.id, ref, type(e).__name__, exc_info=e)
+    return Reply("internal_error", {"ref": ref})
 
 
 def dispatch(services: Services, actor: Actor, text: str) -> Reply:
@@ -75,7 +79,7 @@ def dispatch(services: Services, actor: Actor, text: str) -> Reply:
     except Refused as r:
         return r.reply()
     except Exception as e:  # never leave a person without an answer
-        return _failed(f"command {text!r}", actor, e)
+        return _failed(f"command {name!r} ({len(text)} characters)", actor, e)
 
 
 def click(services: Services, actor: Actor, action_id: str, value: str) -> Reply | None:
@@ -85,6 +89,7 @@ def click(services: Services, actor: Actor, action_id: str, value: str) -> Reply
     if button is None:
         return Reply("refused", {"code": "unknown_action", "p": {"action": action_id}})
     try:
+        check_permission(services, actor, button.role)
         return button.run(services, actor, value)
     except UsageError as e:
         return usage(services, error=e.message, topic=e.topic)
@@ -104,11 +109,16 @@ def validate(services: Services, callback_id: str, fields: dict[str, str]) -> No
 def submit(services: Services, actor: Actor, callback_id: str, value: str, fields: dict[str, str]) -> Reply | None:
     """A submitted modal: what only the submitter should see, or None. Raises FormError."""
     form = _BY_FORM.get(callback_id)
-    if form is None or not value.isdigit():
+    item_id = parse_id(value)
+    if form is None or item_id is None:
         return Reply("refused", {"code": "unknown_action", "p": {"action": callback_id}})
+    try:
+        check_permission(services, actor, form.role)  # a forged submission needs no button
+    except Refused as r:
+        return r.reply()
     form.validate(services, fields)
     try:
-        return form.submit(services, actor, int(value), fields)
+        return form.submit(services, actor, item_id, fields)
     except Refused as r:
         return r.reply()
     except FormError:

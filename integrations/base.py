@@ -109,10 +109,53 @@ class ActionResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class DbRole(str, enum.Enum):
+    """What one region's database is, as the database backend sees it now."""
+
+    WRITER = "writer"      # standalone: accepts writes and replicates from nothing
+    REPLICA = "replica"    # replicates from another database (``RegionDb.source_region``)
+    OUTSIDE = "outside"    # exists but takes no part in the replication (e.g. removed from a global database)
+    UNKNOWN = "unknown"    # could not be read
+
+
+@dataclass(frozen=True)
+class RegionDb:
+    region: str
+    role: DbRole
+    source_region: str | None = None
+    """For a replica: the configured region it replicates from; None when its source is not one of them."""
+    detail: str = ""
+    """What the backend saw, for people (e.g. "RDS cluster orders-east in us-east-1 (writer, available)")."""
+
+
+@dataclass(frozen=True)
+class Replication:
+    """Every configured region's database and who replicates from whom, read live. Tells a
+    replica of the writer (safe to move to) from a former writer left standalone after a
+    promotion (moving to it loses everything written since the split)."""
+
+    regions: tuple[RegionDb, ...]
+    observed_at: datetime
+
+    def of(self, region: str) -> RegionDb:
+        found = next((r for r in self.regions if r.region == region), None)
+        return found or RegionDb(region, DbRole.UNKNOWN, detail=f"{region} is not configured for this source")
+
+    @property
+    def writers(self) -> tuple[str, ...]:
+        return tuple(r.region for r in self.regions if r.role is DbRole.WRITER)
+
+    def replicates_from(self, region: str, writer: str) -> bool:
+        db = self.of(region)
+        return db.role is DbRole.REPLICA and db.source_region == writer
+
+
 class Backend:
     """Common base: subclasses set ``kind``, ``Options`` and ``capabilities``."""
 
     kind: ClassVar[str]
+    title: ClassVar[str] = ""
+    """What people call the thing behind it ("Route 53", "RDS"); empty: the kind is used."""
     Options: ClassVar[type[BackendOptions]]
     capabilities: ClassVar[frozenset[str]] = frozenset()
     sandbox: ClassVar[bool] = False
@@ -167,6 +210,12 @@ class DatabasePromoter(Protocol):
     """Which region writes, and moving the writer (replica promotion, global switchover)."""
 
     def writer_region(self, target: Target) -> str:
+        ...
+
+    def replication(self, target: Target) -> Replication:
+        """Every configured region's database: writer, replica of which region, outside
+        the replication, or unknown (a region that cannot be read; raise only when none
+        can be)."""
         ...
 
     def promote(self, target: Target, to_region: str, mode: str = "promote", allow_data_loss: bool = False,

@@ -4,8 +4,18 @@
 in ``unit`` (seconds by default). If it returns several series, the largest value is the
 reading and the detail says so; if any series equals ``stopped_value`` (compared in the
 query's own unit), the reading is "not replicating". Values that are not finite numbers
-(NaN, ±Inf) raise an error: such a reading is never shown as a lag. ``observed_at`` is
-the evaluation time Prometheus reports.
+(NaN, ±Inf) raise an error: such a reading is never shown as a lag.
+
+``observed_at`` is when the exporter sampled the lag, not when Prometheus evaluated the
+query (an instant query stamps every result with its evaluation time, so a sample scraped
+or pushed minutes ago would look fresh and ``stale_after`` would mean nothing). It is read
+with a second instant query at the same evaluation time, ``timestamp_query``: by default
+``timestamp(<query>)``, which gives each series' sample time when ``query`` is a plain
+series selector. With several series the oldest sample time dates the reading (a reading
+is only as fresh as its oldest part). For a query that computes (``max(...)``,
+``rate(...)``, a scalar), ``timestamp()`` of it gives the evaluation time again: such an
+answer is refused with an error saying to set ``timestamp_query``, e.g.
+``min(timestamp(pg_replication_lag_seconds{cluster="orders"}))``.
 
 ``history`` uses ``/api/v1/query_range`` over the last ``history_window`` seconds at
 ``history_step``; per timestamp it keeps the largest finite value, skipping stopped ones.
@@ -13,11 +23,13 @@ the evaluation time Prometheus reports.
 Errors: timeouts, connection failures, HTTP 429/5xx and Prometheus ``timeout``/
 ``canceled``/``unavailable`` errors are TRANSIENT; 401/403 are NOT_PERMITTED (check the
 ``headers``); a rejected query (400 ``bad_data``, 422 ``execution``), a wrong URL, or a
-query with no series or a non-numeric value are PERMANENT.
+query with no series or a non-numeric value are PERMANENT. Both instant queries share one
+deadline of ``timeout`` seconds.
 """
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -44,6 +56,9 @@ class PrometheusOptions(BackendOptions):
     history_window: int = Field(3600, gt=0)
     history_step: int = Field(60, gt=0)
     stopped_value: float | None = None
+    timestamp_query: str | None = Field(None, min_length=1)
+    """PromQL giving the Unix time the lag was sampled; default ``timestamp(<query>)``,
+    which works when ``query`` is a plain series selector."""
 
     @field_validator("url")
     @classmethod
@@ -75,7 +90,8 @@ class PrometheusLag(HttpBackend):
 
     def read_lag(self, target: Target, history: bool = False) -> LagReading:
         o = self.options
-        series = self._instant()
+        deadline = time.monotonic() + o.timeout
+        series = self._instant(o.query, deadline)
         if not series:
             raise IntegrationError(
                 f"{self.name}: the query `{o.query}` returned no series at {o.url}. "
@@ -87,8 +103,8 @@ class PrometheusLag(HttpBackend):
                     f"{self.name}: the query `{o.query}` returned {raw} for "
                     f"{_labels(labels)}, which is not a lag. Fix the query so it "
                     f"yields a number.", ErrorKind.PERMANENT)
+        at = datetime.fromtimestamp(self._sampled(series[0][1], deadline), timezone.utc)
         samples = self._history() if history else ()
-        at = datetime.fromtimestamp(max(t for _, t, _ in series), timezone.utc)
         if o.stopped_value is not None:
             stopped = [s for s in series if s[2] == o.stopped_value]
             if stopped:
@@ -106,8 +122,35 @@ class PrometheusLag(HttpBackend):
     def _to_seconds(self, raw: float) -> float:
         return raw / 1000.0 if self.options.unit == "ms" else raw
 
-    def _instant(self) -> list[Series]:
-        data = self._get("/api/v1/query", {"query": self.options.query})
+    def _sampled(self, evaluated: float, deadline: float) -> float:
+        """When the oldest series of the answer was sampled, by ``timestamp_query``
+        evaluated at the same instant as the query (``evaluated``, Prometheus' own time)."""
+        o = self.options
+        query = o.timestamp_query or f"timestamp({o.query})"
+        hint = ("set timestamp_query to a query that returns when the lag was sampled, e.g. "
+                "`min(timestamp(<the series selector>))`")
+        stamps = self._instant(query, deadline, at=evaluated)
+        if not stamps:
+            raise IntegrationError(
+                f"{self.name}: the query `{query}` returned no series at {o.url}, so when the "
+                f"lag was sampled is unknown; {hint}.", ErrorKind.PERMANENT)
+        for labels, t, value in stamps:
+            if not math.isfinite(value):
+                raise IntegrationError(
+                    f"{self.name}: the query `{query}` returned {value} for {_labels(labels)}, "
+                    f"which is not a time; {hint}.", ErrorKind.PERMANENT)
+            if abs(value - t) < 0.0005:
+                # timestamp() of anything but a series selector is the evaluation time
+                why = "" if o.timestamp_query else f" (`{o.query}` is not a plain series selector)"
+                raise IntegrationError(
+                    f"{self.name}: `{query}` gives the time the query was evaluated, not when "
+                    f"the lag was sampled{why}, so the reading's age cannot be told; {hint}.",
+                    ErrorKind.PERMANENT)
+        return min(value for _, _, value in stamps)
+
+    def _instant(self, query: str, deadline: float, at: float | None = None) -> list[Series]:
+        params = {"query": query} if at is None else {"query": query, "time": f"{at:.3f}"}
+        data = self._get("/api/v1/query", params, deadline)
         kind, result = data.get("resultType"), data.get("result")
         try:
             if kind == "scalar":
@@ -118,7 +161,7 @@ class PrometheusLag(HttpBackend):
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise self._malformed(exc) from exc
         raise IntegrationError(
-            f"{self.name}: the query `{self.options.query}` returned a {kind}; it must "
+            f"{self.name}: the query `{query}` returned a {kind}; it must "
             f"return an instant vector or a scalar.", ErrorKind.PERMANENT)
 
     def _history(self) -> tuple[LagSample, ...]:
@@ -151,12 +194,18 @@ class PrometheusLag(HttpBackend):
 
     # -- HTTP -------------------------------------------------------------------------
 
-    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+    def _get(self, path: str, params: dict[str, str],
+             deadline: float | None = None) -> dict[str, Any]:
+        """``deadline`` (monotonic): shared by the requests of one reading."""
         o = self.options
-        params = {**params, "timeout": f"{o.timeout:g}s"}
+        # plain seconds: Prometheus reads a number or an integer duration ("0.5s" is refused)
+        params = {**params, "timeout": f"{o.timeout:g}"}
+        left = o.timeout if deadline is None else deadline - time.monotonic()
         try:
+            if left <= 0:
+                raise httpx.ReadTimeout("no time left of the reading's timeout")
             response = self.client.get(o.url + path, params=params, headers=o.headers,
-                                       timeout=o.timeout)
+                                       timeout=left)
         except httpx.TimeoutException as exc:
             raise IntegrationError(
                 f"{self.name}: Prometheus at {o.url} did not answer within "
@@ -174,10 +223,10 @@ class PrometheusLag(HttpBackend):
             body = None
         if response.status_code >= 400 or not isinstance(body, dict) \
                 or body.get("status") != "success" or not isinstance(body.get("data"), dict):
-            raise self._http_error(response.status_code, body)
+            raise self._http_error(response.status_code, body, params.get("query", o.query))
         return body["data"]
 
-    def _http_error(self, status: int, body: Any) -> IntegrationError:
+    def _http_error(self, status: int, body: Any, query: str) -> IntegrationError:
         o = self.options
         error_type = body.get("errorType", "") if isinstance(body, dict) else ""
         said = f"HTTP {status}"
@@ -196,9 +245,11 @@ class PrometheusLag(HttpBackend):
                 f"{self.name}: no Prometheus API at {o.url} (HTTP 404); check the url.",
                 ErrorKind.PERMANENT)
         if status >= 400:
+            fix = ("the query in the source's options" if query == o.query else
+                   "timestamp_query: it must return when the lag was sampled (Unix seconds)")
             return IntegrationError(
-                f"{self.name}: Prometheus rejected the query `{o.query}` ({said}); fix "
-                f"the query in the source's options.", ErrorKind.PERMANENT)
+                f"{self.name}: Prometheus rejected the query `{query}` ({said}); fix "
+                f"{fix}.", ErrorKind.PERMANENT)
         return IntegrationError(
             f"{self.name}: {o.url} did not answer with Prometheus API JSON (HTTP "
             f"{status}); check the url.", ErrorKind.PERMANENT)

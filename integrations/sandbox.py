@@ -16,11 +16,14 @@ from datetime import timedelta
 from pydantic import BaseModel, ConfigDict, Field
 
 from integrations.base import (
-    DATABASE, HEALTH, LAG, TRAFFIC, ActionResult, Backend, BackendOptions, CheckResult, ErrorKind,
-    HealthReading, IntegrationError, LagReading, LagSample, Target, utcnow,
+    DATABASE, HEALTH, LAG, TRAFFIC, ActionResult, Backend, BackendOptions, CheckResult, DbRole, ErrorKind,
+    HealthReading, IntegrationError, LagReading, LagSample, RegionDb, Replication, Target, utcnow,
 )
 
-FAULTS = ("region_down", "replication_stopped", "lag_spike", "source_error", "source_hang", "action_fails")
+FAULTS = ("region_down", "replication_stopped", "lag_spike", "source_error", "source_hang", "action_fails",
+          "replica_detached")
+"""``replica_detached``: the region's database (every non-writer one when no region is
+named) is a standalone former writer, not a replica: moving to it loses data."""
 
 
 class Profile(BaseModel):
@@ -44,6 +47,9 @@ class _ServiceState:
     faults: dict[str, str | None] = field(default_factory=dict)  # fault -> region or None
     active: str | None = None
     writer: str | None = None
+    regions: list[str] = field(default_factory=list)
+    detached: set[str] = field(default_factory=set)
+    """Former writers left standalone by a promotion (they replicate from nothing)."""
 
 
 class Estate:
@@ -64,16 +70,38 @@ class Estate:
             self._state(service).faults[fault] = region
 
     def clear(self, service: str, fault: str | None = None) -> None:
+        """Clear one fault, or all; clearing ``replica_detached`` (or all) also re-creates
+        the replicas a promotion left detached."""
         with self._lock:
-            faults = self._state(service).faults
-            faults.clear() if fault is None else faults.pop(fault, None)
+            st = self._state(service)
+            st.faults.clear() if fault is None else st.faults.pop(fault, None)
+            if fault in (None, "replica_detached"):
+                st.detached.clear()
 
-    def seed(self, service: str, active: str) -> None:
+    def seed(self, service: str, active: str, standby: str | None = None) -> None:
         """Where the service runs now (the caller's record); kept if already known."""
         with self._lock:
             st = self._state(service)
             st.active = st.active or active
             st.writer = st.writer or active
+            for region in (active, standby):
+                if region and region not in st.regions:
+                    st.regions.append(region)
+
+    def rejoin(self, service: str, region: str) -> None:
+        """Re-create ``region``'s database as a replica of the writer (after a promotion)."""
+        with self._lock:
+            self._state(service).detached.discard(region)
+
+    def replication(self, service: str) -> tuple[str | None, list[str], set[str]]:
+        """(writer, known regions, detached regions), faults included."""
+        with self._lock:
+            st = self._state(service)
+            detached = set(st.detached)
+            if "replica_detached" in st.faults:
+                region = st.faults["replica_detached"]
+                detached |= {region} if region else {r for r in st.regions if r != st.writer}
+            return st.writer, list(st.regions), detached - {st.writer}
 
     def active(self, service: str) -> str | None:
         with self._lock:
@@ -83,11 +111,21 @@ class Estate:
         with self._lock:
             return self._state(service).writer
 
-    def move(self, service: str, traffic: str | None = None, writer: str | None = None) -> None:
+    def move(self, service: str, traffic: str | None = None, writer: str | None = None,
+             detach: bool = False) -> None:
+        """``detach``: the old writer is left standalone (a replica promotion), not
+        turned into a replica of the new one (a switchover or failover)."""
         with self._lock:
             st = self._state(service)
+            for region in (traffic, writer):
+                if region and region not in st.regions:
+                    st.regions.append(region)
             st.active = traffic or st.active
-            st.writer = writer or st.writer
+            if writer and writer != st.writer:
+                if detach and st.writer:
+                    st.detached.add(st.writer)
+                st.detached.discard(writer)
+                st.writer = writer
 
     def faults(self, service: str) -> dict[str, str | None]:
         with self._lock:
@@ -99,6 +137,7 @@ class Estate:
 
 class SandboxBackend(Backend):
     kind = "sandbox"
+    title = "SANDBOX"
     Options = SandboxOptions
     capabilities = frozenset({LAG, HEALTH, TRAFFIC, DATABASE})
     sandbox = True
@@ -138,6 +177,10 @@ class SandboxBackend(Backend):
         observed = utcnow()
         if "replication_stopped" in faults:
             return LagReading(None, observed, replicating=False, detail="SANDBOX: replication stopped (injected)")
+        writer, _, detached = self.estate.replication(target.service)
+        if detached:
+            return LagReading(None, observed, replicating=False,
+                              detail=f"SANDBOX: {', '.join(sorted(detached))} not replicating from {writer} (detached)")
         samples: tuple[LagSample, ...] = ()
         if history:
             samples = tuple(
@@ -170,6 +213,21 @@ class SandboxBackend(Backend):
     def writer_region(self, target: Target) -> str:
         return self._known(self.estate.writer(target.service), target.service, "the writer region")
 
+    def replication(self, target: Target) -> Replication:
+        self._before_read(target.service)
+        writer, regions, detached = self.estate.replication(target.service)
+        writer = self._known(writer, target.service, "the writer region")
+        out = []
+        for region in regions:
+            if region == writer:
+                out.append(RegionDb(region, DbRole.WRITER, detail=f"SANDBOX: {region} writes"))
+            elif region in detached:
+                out.append(RegionDb(region, DbRole.WRITER,
+                                    detail=f"SANDBOX: {region} is a standalone former writer (detached)"))
+            else:
+                out.append(RegionDb(region, DbRole.REPLICA, writer, detail=f"SANDBOX: {region} replicates from {writer}"))
+        return Replication(tuple(out), utcnow())
+
     def shift(self, target: Target, to_region: str, dry_run: bool = False) -> ActionResult:
         before = self.active_region(target)
         if before == to_region:
@@ -195,6 +253,6 @@ class SandboxBackend(Backend):
             return ActionResult(f"SANDBOX: would {verb} the {target.service} database to {to_region} "
                                 f"(writer now {before})", True, False, {"from": before, "to": to_region, "mode": mode})
         self._act(target.service)
-        self.estate.move(target.service, writer=to_region)
+        self.estate.move(target.service, writer=to_region, detach=mode == "promote")
         return ActionResult(f"SANDBOX: {verb} of the {target.service} database to {to_region} done",
                             False, True, {"from": before, "to": to_region, "mode": mode})

@@ -7,6 +7,18 @@ there instead of opening a second one, so a retry after a timeout (when the firs
 have succeeded) is safe. The lookup reads the unresolved incidents and then the most recent
 ``recent_limit`` incidents (the API's ``q`` search does not cover metadata).
 
+Updates are idempotent too, given a ``marker`` (the caller's id of that update, the same on
+every retry): the incident is read first, and when ``metadata.drbot.update`` already holds
+the marker the update was applied (e.g. by a request whose answer timed out) and is not
+sent again; otherwise it is sent with the marker in its metadata (the whole metadata
+object, so it is kept whether the API merges or replaces it).
+
+A drill's scheduled maintenance can be moved (``reschedule_maintenance``: new window, with
+an update telling subscribers) or cancelled (``cancel_maintenance``: Statuspage has no
+cancelled status, so the maintenance is completed with a message saying it was cancelled,
+and its automatic transitions are switched off so it never puts components under
+maintenance or back to operational).
+
 Statuses are checked before anything is sent: incidents use investigating, identified,
 monitoring, resolved; maintenances scheduled, in_progress, verifying, completed;
 components operational, degraded_performance, partial_outage, major_outage,
@@ -66,6 +78,10 @@ class PublishedIncident:
     """Affected component id -> its status now."""
     scheduled_for: str | None = None
     scheduled_until: str | None = None
+    update: str | None = None
+    """The marker of the last update drbot applied (``metadata.drbot.update``)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """The incident's whole metadata, as the page holds it."""
 
 
 class StatuspageOptions(BackendOptions):
@@ -189,24 +205,67 @@ class Statuspage(HttpBackend):
                     return self._parse(item)
         return None
 
+    def get_incident(self, incident_id: str, pace: Pace = None) -> PublishedIncident:
+        """The incident or maintenance as the page holds it now."""
+        return self._parse(self._request(
+            "GET", f"/pages/{self.options.page_id}/incidents/{incident_id}", pace))
+
     def update_incident(self, incident_id: str, status: str, body: str,
-                        components: Mapping[str, str], pace: Pace = None) -> PublishedIncident:
+                        components: Mapping[str, str], pace: Pace = None,
+                        marker: str | None = None) -> PublishedIncident:
         """Post an update: new status, message and component statuses. Non-empty
-        ``components`` is the whole affected set (it replaces ``component_ids``)."""
+        ``components`` is the whole affected set (it replaces ``component_ids``). With a
+        ``marker``, an update already applied is not applied again."""
         _check(status, INCIDENT_STATUSES + MAINTENANCE_STATUSES, "incident status")
         components = _check_components(components)
         incident: dict[str, Any] = {"status": status, "body": body}
         if components:
             incident.update(components=components, component_ids=list(components))
-        return self._parse(self._request(
-            "PATCH", f"/pages/{self.options.page_id}/incidents/{incident_id}", pace,
-            json={"incident": incident}))
+        return self._patch_once(incident_id, incident, marker, pace)
 
-    def resolve_incident(self, incident_id: str, body: str,
-                         components: Iterable[str], pace: Pace = None) -> PublishedIncident:
+    def resolve_incident(self, incident_id: str, body: str, components: Iterable[str],
+                         pace: Pace = None, marker: str | None = None) -> PublishedIncident:
         """Resolve the incident and set ``components`` (ids) operational."""
         return self.update_incident(incident_id, "resolved", body,
-                                    {c: "operational" for c in components}, pace)
+                                    {c: "operational" for c in components}, pace, marker)
+
+    def reschedule_maintenance(self, incident_id: str, scheduled_for: datetime,
+                               scheduled_until: datetime, body: str, pace: Pace = None,
+                               marker: str | None = None,
+                               current: PublishedIncident | None = None) -> PublishedIncident:
+        """Move a scheduled maintenance to a new window, posting ``body`` as an update.
+        ``current``: the maintenance as just read (saves reading it again)."""
+        start, end = _iso(scheduled_for, "scheduled_for"), _iso(scheduled_until, "scheduled_until")
+        if scheduled_until <= scheduled_for:
+            raise _refuse(f"the maintenance window ends ({end}) before it starts ({start}).")
+        return self._patch_once(incident_id, {"status": "scheduled", "body": body,
+                                              "scheduled_for": start, "scheduled_until": end},
+                                marker, pace, current)
+
+    def cancel_maintenance(self, incident_id: str, body: str, pace: Pace = None,
+                           marker: str | None = None,
+                           current: PublishedIncident | None = None) -> PublishedIncident:
+        """Cancel a scheduled maintenance: completed with ``body`` (saying it was cancelled),
+        its automatic transitions off, its components left as they are."""
+        return self._patch_once(incident_id, {
+            "status": "completed", "body": body, "scheduled_auto_in_progress": False,
+            "scheduled_auto_completed": False, "auto_transition_to_maintenance_state": False,
+            "auto_transition_to_operational_state": False, "scheduled_remind_prior": False,
+        }, marker, pace, current)
+
+    def _patch_once(self, incident_id: str, incident: dict[str, Any], marker: str | None,
+                    pace: Pace, current: PublishedIncident | None = None) -> PublishedIncident:
+        path = f"/pages/{self.options.page_id}/incidents/{incident_id}"
+        if marker is not None:
+            if current is None or current.id != incident_id:
+                current = self.get_incident(incident_id, pace)
+            if current.update == marker:
+                return current  # applied before (its answer was lost): not again
+            drbot = current.metadata.get("drbot")
+            incident = {**incident, "metadata": {
+                **current.metadata, "drbot": {**(drbot if isinstance(drbot, dict) else {}),
+                                              "update": marker}}}
+        return self._parse(self._request("PATCH", path, pace, json={"incident": incident}))
 
     def _new(self, key: str, name: str, body: str, **fields: Any) -> dict[str, Any]:
         if not key:
@@ -224,9 +283,13 @@ class Statuspage(HttpBackend):
                                          json={"incident": incident}))
 
     @staticmethod
-    def _key_of(item: dict) -> str | None:
+    def _drbot(item: dict, name: str) -> str | None:
         drbot = (item.get("metadata") or {}).get("drbot")
-        return drbot.get("key") if isinstance(drbot, dict) else None
+        return drbot.get(name) if isinstance(drbot, dict) else None
+
+    @classmethod
+    def _key_of(cls, item: dict) -> str | None:
+        return cls._drbot(item, "key")
 
     def _parse(self, item: Any) -> PublishedIncident:
         try:
@@ -237,8 +300,10 @@ class Statuspage(HttpBackend):
                 components={str(c["id"]): str(c["status"])
                             for c in item.get("components") or []},
                 scheduled_for=item.get("scheduled_for"),
-                scheduled_until=item.get("scheduled_until"))
-        except (KeyError, TypeError, AttributeError) as exc:
+                scheduled_until=item.get("scheduled_until"),
+                update=self._drbot(item, "update"),
+                metadata=dict(item.get("metadata") or {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _refuse(f"{self.name}: the answer from {self.options.base_url} is not a "
                           f"Statuspage incident ({type(exc).__name__}: {exc}); check "
                           f"base_url.") from exc

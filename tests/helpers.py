@@ -144,14 +144,16 @@ class BotProcess:
     """One ``python -m transports run --mode http`` subprocess against the fake Slack Web API; its
     output goes to a file, shown when a test fails. A context manager: stopped on exit."""
 
-    def __init__(self, tmp_path: Path, name: str, config: Path, db_url: str, fake, secret: str):
+    def __init__(self, tmp_path: Path, name: str, config: Path, db_url: str, fake, secret: str,
+                 env: dict[str, str] | None = None):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"{name}.log"
+        extra = env or {}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DRBOT_"))}
         env |= {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": secret, "SLACK_API_URL": fake.base_url,
-                "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
+                "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"} | extra
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "transports", "run", "--mode", "http", "--port", str(self.port), "--config", str(config)],

@@ -375,6 +375,7 @@ def test_failover_needs_another_authorised_person_then_runs_against_route53_and_
     # Measured RTO (approval to verified) and RPO (lag at cutover), stored and shown.
     assert run.state is RequestState.SUCCEEDED and run.passed is True
     assert 0 < run.measured_rto_s < 60 and run.measured_rpo_s == 20.0
+    assert run.rpo_method == "lag_before_cutover"  # read just before the replica was promoted
     assert services.status.regions()["orders"] == ("us-west-2", "us-east-1")
     final = fake.message(CHANNEL, req.message_ts)
     assert buttons(final) == {}
@@ -426,6 +427,9 @@ def test_failover_needs_another_authorised_person_then_runs_against_route53_and_
 def test_billing_switchover_sends_exact_parameters_to_aurora_global(estate):
     services, fake, stubber = estate["services"], estate["fake"], estate["stubber"]
     describe = {"GlobalClusterIdentifier": BILLING_GID}
+    # the pre-flight reads the replication live, when asked and again when the run starts
+    for _ in range(2):
+        stubber.add_response("describe_global_clusters", {"GlobalClusters": [global_cluster(BILLING_EAST)]}, describe)
     # promote: read, switch over, poll until settled; then the step's verify reads the writer.
     stubber.add_response("describe_global_clusters", {"GlobalClusters": [global_cluster(BILLING_EAST)]}, describe)
     stubber.add_response("switchover_global_cluster",
@@ -439,6 +443,7 @@ def test_billing_switchover_sends_exact_parameters_to_aurora_global(estate):
     req, message = ask(estate, "failover billing planned move off us-east-1")
     assert buttons(message)["cr_approve"] == str(req.id)
     assert "*Data-loss risk:* none expected" in texts(message["blocks"])
+    assert "us-west-2's database replicates from us-east-1" in texts(message["blocks"])
 
     click(estate, CAROL, req, "carol")  # an approver through the SREL user group
     done = wait_final(services, req.id)
@@ -453,10 +458,12 @@ def test_billing_switchover_sends_exact_parameters_to_aurora_global(estate):
     assert output["summary"] == ("switched over Aurora global database billing-global: us-west-2 is now "
                                  "the writer (was us-east-1)")
     assert output["verify"] == {"verified": ["writer"]}
-    assert run.measured_rpo_s == 4.0 and run.passed is True
+    # a switchover waits for the standby: nothing is at risk, whatever the lag was (4s here)
+    assert (run.measured_rpo_s, run.rpo_method, run.passed) == (0.0, "switchover", True)
     assert services.status.regions()["billing"] == ("us-west-2", "us-east-1")
     final = texts(fake.message(CHANNEL, req.message_ts)["blocks"])
-    assert "*succeeded* · RTO" in final and "RPO 4s (target 1m ✓)" in final
+    assert "*succeeded* · RTO" in final and "RPO 0s (target 1m ✓)" in final
+    assert "RPO 0: the switchover waited for the standby to catch up" in final
     (approval,) = rows(services, Approval)
     assert approval.approver == CAROL
     kinds = [e.kind for e in rows(services, TimelineEvent, TimelineEvent.request_id == req.id,

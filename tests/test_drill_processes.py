@@ -43,6 +43,8 @@ approvals:
   required_approvals: 2
   approvers: [UBOB, UCAROL, UDAVE]
   expires: 30m
+permissions:
+  drill_calendar: [UALICE]  # she plans the drill; the approvers approve it
 scheduler: {drill_tick: 1s, leader_poll: 1s}
 watch: {enabled: false}
 digest: {enabled: false}
@@ -56,13 +58,19 @@ services:
     channel: C_DRILL
     lag: {source: sim}
     health: {us-east-1: sim, us-west-2: sim}
+    traffic: {source: sim}
     runbooks:
       drill:
-        default:
-          - name: Check the standby could take over
-            action: check
+        default:  # moves traffic and back: a drill that proves something, and leaves it as it found it
+          - name: Shift traffic to the standby
+            action: traffic.shift
             timeout: 10s
-            verify: {healthy: target, lag_below: 1m, within: 5s, interval: 100ms}
+            verify: {traffic_in: target, healthy: target, lag_below: 1m, within: 5s, interval: 100ms}
+          - name: Shift traffic back
+            action: traffic.shift
+            to: source
+            timeout: 10s
+            verify: {traffic_in: source, within: 5s, interval: 100ms}
 """
 
 
@@ -149,7 +157,7 @@ def test_two_replicas_fire_a_scheduled_drill_once_and_the_survivor_of_a_kill_9_f
             assert db(lambda s: s.get(DrillOccurrence, occ.id)).state is OccurrenceState.STARTED
             assert len(started_posts(req.message_ts)) == 1, [c.params for c in started_posts(req.message_ts)]
             reports = [c for c in fake_slack.calls("chat.postMessage") if c.params.get("thread_ts") == req.message_ts
-                       and c.params.get("text") == "Drill report: orders default PASSED"]
+                       and c.params.get("text") == "Drill report: orders default PASSED (SANDBOX)"]
             assert len(reports) == 1
             return run
 

@@ -38,7 +38,12 @@ SP_KEY = "sp-key-77c1e0"
 COMPONENT = "cmp0orders01"
 ALERTS_CHANNEL = "C_ALERTS"
 
-BASE = SANDBOX_CONFIG
+BASE = SANDBOX_CONFIG + """
+permissions:  # anyone here: tests/test_permissions.py proves the roles
+  incident_open: [everyone]
+  incident_update: [everyone]
+  statuspage_publish: [everyone]
+"""
 
 SLACK_RULES = BASE + r"""
 alerts:

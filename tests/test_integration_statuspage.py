@@ -244,6 +244,71 @@ def test_scheduled_maintenance(fake):
     assert started.status == "in_progress"
 
 
+def test_an_update_that_timed_out_after_applying_is_not_applied_again(fake):
+    sp = backend(fake, timeout=0.3)
+    created = open_incident(sp)
+    fake.incidents[created.id]["metadata"]["other"] = {"team": "sre"}  # someone else's metadata
+    fake.slow_next(1.0, method="PATCH")  # the page applies the update, then answers too late
+    with pytest.raises(IntegrationError) as caught:
+        sp.update_incident(created.id, "identified", "Failing over.", {ORDERS: "major_outage"},
+                           marker="drbot-outbox-7")
+    assert caught.value.kind is ErrorKind.TRANSIENT and "may have been made" in str(caught.value)
+    stored = fake.incidents[created.id]
+    assert [u["status"] for u in stored["incident_updates"]] == ["identified", "investigating"]
+
+    fake.clear_requests()
+    retried = sp.update_incident(created.id, "identified", "Failing over.", {ORDERS: "major_outage"},
+                                 marker="drbot-outbox-7")
+    assert (retried.id, retried.status, retried.update) == (created.id, "identified", "drbot-outbox-7")
+    assert [(r.method, r.path) for r in fake.requests] == [("GET", f"/v1/pages/pg1/incidents/{created.id}")]
+    assert [u["status"] for u in stored["incident_updates"]] == ["identified", "investigating"]  # once
+    # the marker rode along with the whole metadata: the key and others' entries are kept
+    assert stored["metadata"] == {"drbot": {"key": "inc-1", "update": "drbot-outbox-7"},
+                                  "other": {"team": "sre"}}
+
+    # the next update (another marker) is applied, once, even when asked twice
+    for _ in range(2):
+        sp.resolve_incident(created.id, "Recovered.", [ORDERS], marker="drbot-outbox-8")
+    assert [u["status"] for u in stored["incident_updates"]] == ["resolved", "identified", "investigating"]
+    assert len(fake.requests_for("PATCH")) == 1
+    # without a marker an update is sent as before (no read first)
+    fake.clear_requests()
+    sp.update_incident(created.id, "resolved", "Postmortem to follow.", {})
+    assert [r.method for r in fake.requests] == ["PATCH"]
+
+
+def test_a_maintenance_is_rescheduled_and_cancelled_once_each(fake):
+    sp = backend(fake)
+    start = datetime(2030, 5, 1, 2, 0, tzinfo=timezone.utc)
+    made = sp.create_maintenance("drill-42", "DR drill: orders", "Planned failover drill.",
+                                 start, start + timedelta(hours=1), [ORDERS])
+    later = start + timedelta(days=2)
+    for _ in range(2):  # a retry of the same move changes nothing more
+        moved = sp.reschedule_maintenance(made.id, later, later + timedelta(hours=2),
+                                          "Rescheduled to 3 May.", marker="m-1")
+    assert (moved.status, moved.scheduled_for, moved.scheduled_until) == (
+        "scheduled", later.isoformat(), (later + timedelta(hours=2)).isoformat())
+    [patch] = fake.requests_for("PATCH")
+    assert patch.json["incident"]["scheduled_for"] == "2030-05-03T02:00:00+00:00"
+    stored = fake.incidents[made.id]
+    assert [(u["status"], u["body"]) for u in stored["incident_updates"]] == [
+        ("scheduled", "Rescheduled to 3 May."), ("scheduled", "Planned failover drill.")]
+
+    for _ in range(2):
+        cancelled = sp.cancel_maintenance(made.id, "Cancelled: the drill will not take place.", marker="m-2")
+    assert cancelled.status == "completed" and len(fake.requests_for("PATCH")) == 2
+    sent = fake.requests_for("PATCH")[-1].json["incident"]
+    assert sent["status"] == "completed" and "components" not in sent and "component_ids" not in sent
+    assert not any(sent[k] for k in ("scheduled_auto_in_progress", "scheduled_auto_completed",
+                                     "auto_transition_to_maintenance_state",
+                                     "auto_transition_to_operational_state"))
+    assert [u["status"] for u in stored["incident_updates"]] == ["completed", "scheduled", "scheduled"]
+    assert fake.components[ORDERS]["status"] == "operational"
+    with pytest.raises(IntegrationError):
+        sp.reschedule_maintenance(made.id, later, later, "x")  # an empty window is refused unsent
+    assert len(fake.requests_for("PATCH")) == 2
+
+
 @pytest.mark.parametrize("start, end", [
     (datetime(2030, 5, 1, 2), datetime(2030, 5, 1, 3)),  # naive
     (datetime(2030, 5, 1, 3, tzinfo=timezone.utc), datetime(2030, 5, 1, 2, tzinfo=timezone.utc)),

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from bot.config import parse_config
-from bot.incidents import decide_preview, open_by_hand, status_in_channel
+from bot.incidents import decide_preview, open_by_hand, update_from_form
 from bot.store.incident_tables import Incident, OutboxItem, OutboxState, PreviewDecision
 from bot.store.models import AuditEntry, ChangeRequest, RequestState
 from bot.wiring import build_services
@@ -157,6 +157,10 @@ SP_CONFIG = TWO_STEP_CONFIG + """
 statuspage:
   source: page
   publish: {sev2: preview}
+permissions:
+  incident_open: [UALICE]
+  incident_update: [UALICE]
+  statuspage_publish: [UALICE, UBOB]
 """
 
 
@@ -170,7 +174,7 @@ def test_skipping_preview_12_leaves_preview_1_undecided(tmp_path):
     services = _preview_services(f"sqlite:///{tmp_path}/d.db")
     inc = open_by_hand(services, ALICE, "orders down", "sev2", ["orders"])
     for i in range(11):
-        status_in_channel(services, ALICE, None, "identified" if i % 2 else "investigating", f"update {i}")
+        update_from_form(services, ALICE, inc.id, "identified" if i % 2 else "investigating", f"update {i}")
     previews = rows(services, OutboxItem, OutboxItem.kind == "incident.statuspage_preview")
     assert len(previews) == 12
     first, twelfth = previews[0].id, previews[11].id

@@ -25,7 +25,7 @@ from bot.config import parse_config
 from bot.store.incident_tables import Incident, IncidentStatus, OutboxItem, OutboxState
 from bot.store.models import TimelineEvent
 from bot.wiring import build_services
-from commands.router import dispatch
+from commands.router import dispatch, submit
 from integrations.aws.session import make_client
 from tests import helpers
 from tests.app_server import running_app
@@ -62,12 +62,17 @@ sources:
     page_id: pg1
     api_key: ${SP_KEY}
     base_url: ${SP_URL}
-    timeout: 5
+    timeout: ${SP_TIMEOUT}
     components:
       orders: ${SP_COMPONENT}
 statuspage:
   source: sp
   publish: {sev1: auto, sev2: auto, sev3: preview, sev4: skip}
+  publish_typed_text: {sev2: auto}  # the typed title and messages go out without a preview
+permissions:
+  incident_open: [UALICE]
+  incident_update: [UALICE]
+  outbox_retry: [UALICE]
 """
 
 
@@ -80,8 +85,8 @@ def fake_page():
         yield fake
 
 
-def build(db_url: str, fake: FakeStatuspage, component: str = COMPONENT):
-    env = {"SP_KEY": SP_KEY, "SP_URL": fake.url, "SP_COMPONENT": component}
+def build(db_url: str, fake: FakeStatuspage, component: str = COMPONENT, timeout: float = 5):
+    env = {"SP_KEY": SP_KEY, "SP_URL": fake.url, "SP_COMPONENT": component, "SP_TIMEOUT": str(timeout)}
     return build_services(parse_config(SP_CONFIG, "statuspage-test.yaml", env), db_url=db_url)
 
 
@@ -138,7 +143,8 @@ def assert_one_incident_in_order(fake: FakeStatuspage) -> dict:
     assert len(fake.incidents) == 1, list(fake.incidents)
     [incident] = fake.incidents.values()
     assert incident["status"] == "resolved" and incident["resolved_at"]
-    assert incident["metadata"] == {"drbot": {"key": "drbot-incident-1"}}
+    # the key it was created with, and the marker of the last update applied (its outbox item)
+    assert incident["metadata"]["drbot"]["key"] == "drbot-incident-1" and set(incident["metadata"]) == {"drbot"}
     updates = list(reversed(incident["incident_updates"]))  # the API lists them newest first
     assert [u["status"] for u in updates] == ["investigating", "identified", "monitoring", "resolved"]
     assert fake.components[COMPONENT]["status"] == "operational"
@@ -154,6 +160,9 @@ def assert_one_incident_in_order(fake: FakeStatuspage) -> dict:
         assert r.json["incident"]["components"] == {COMPONENT: "partial_outage"}
     assert done[3].json["incident"]["components"] == {COMPONENT: "operational"}
     assert {r.path for r in done[1:]} == {f"/v1/pages/pg1/incidents/{incident['id']}"}
+    markers = [r.json["incident"]["metadata"]["drbot"]["update"] for r in done[1:]]
+    assert len(set(markers)) == 3 and all(m.startswith("drbot-outbox-") for m in markers)
+    assert incident["metadata"]["drbot"]["update"] == markers[-1]
     # every request, failed ones included, carried the key
     assert {r.headers.get("authorization") for r in fake.requests} == {f"OAuth {SP_KEY}"}
     return incident
@@ -162,9 +171,11 @@ def assert_one_incident_in_order(fake: FakeStatuspage) -> dict:
 def queue_the_incident(services) -> int:
     reply = run(services, "incident open Checkout failing sev2 orders")
     inc_id = reply.context["inc"].id
-    run(services, "incident status identified A bad deploy of the orders API")
-    run(services, "incident status monitoring Rolled back; error rate falling")
-    run(services, "incident status resolved Error rate normal for 30 minutes")
+    # the incident's channel is created by the outbox, not yet here: the update form names the incident
+    for status, message in (("identified", "A bad deploy of the orders API"),
+                            ("monitoring", "Rolled back; error rate falling"),
+                            ("resolved", "Error rate normal for 30 minutes")):
+        assert submit(services, ALICE, "inc_update", str(inc_id), {"status": status, "message": message}) is None
     return inc_id
 
 
@@ -257,6 +268,44 @@ def test_failures_rate_limits_and_restarts_lose_and_repeat_nothing(db_url, fake_
         shut_down(services)
 
 
+def test_an_update_that_times_out_after_the_page_applied_it_is_applied_once(db_url, fake_page):
+    services = build(db_url, fake_page, timeout=1)
+    try:
+        inc_id = run(services, "incident open Checkout failing sev2 orders").context["inc"].id
+        assert services.outbox.drain(timeout=20)
+        [incident] = fake_page.incidents.values()
+
+        # the page applies the update, then answers after the client gave up (1 s)
+        fake_page.slow_next(2.0, method="PATCH")
+        assert submit(services, ALICE, "inc_update", str(inc_id),
+                      {"status": "identified", "message": "A bad deploy of the orders API"}) is None
+        assert services.outbox.drain(timeout=30)
+
+        updates = list(reversed(incident["incident_updates"]))
+        assert [u["status"] for u in updates] == ["investigating", "identified"]  # once, not twice
+        assert [r.method for r in writes(fake_page, ok_only=False)] == ["POST", "PATCH"]
+        first, update = publish_items(services)
+        assert update.state is OutboxState.DELIVERED and update.attempts == 2  # the retry sent nothing
+        assert incident["metadata"]["drbot"]["update"] == f"drbot-outbox-{update.id}"
+        # the retry read the incident, saw its own marker, and recorded the update as published
+        gets = [r for r in fake_page.requests_for("GET") if r.path.endswith(incident["id"])]
+        assert len(gets) == 2
+        with Session(services.engine) as s:
+            published = s.exec(select(TimelineEvent).where(TimelineEvent.incident_id == inc_id,
+                                                           TimelineEvent.kind == "statuspage.published")).all()
+        assert [json.loads(e.data)["status"] for e in published] == ["investigating", "identified"]
+
+        # the next status change goes out as usual
+        assert submit(services, ALICE, "inc_update", str(inc_id),
+                      {"status": "resolved", "message": "Error rate normal"}) is None
+        assert services.outbox.drain(timeout=20)
+        assert [u["status"] for u in reversed(incident["incident_updates"])] == [
+            "investigating", "identified", "resolved"]
+        assert_paced(fake_page)
+    finally:
+        shut_down(services)
+
+
 def test_a_permanent_refusal_is_dead_visible_and_can_be_retried(tmp_path):
     with FakeStatuspage(page_id="pg1", api_key=SP_KEY, strict_components=True) as fake:
         services = build(f"sqlite:///{tmp_path}/drbot.db", fake)  # COMPONENT is not on the page yet
@@ -323,6 +372,8 @@ alerts:
   alertmanager_token: am-token
 incidents:
   responders: [UALICE, UBOB]
+permissions:
+  incident_update: [everyone]
 """
 
 

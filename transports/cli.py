@@ -11,14 +11,18 @@ from bot import wiring
 from bot.check import check_config
 from bot.config import ConfigError, load_config
 from bot.evidence import export
+from bot.evidence import verify as verify_evidence
 from bot.followups import recover_interrupted
 from bot.render import Reply
+from bot.store import make_engine
+from bot.store.schema import SchemaBehind, current, head, pending, upgrade
 from bot.report_json import report_to_dict
 from commands.router import click, dispatch
 from transports.serve import run
 from transports.shell import Shell
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BAD_CONFIG = 0, 1, 2
+log = logging.getLogger("drbot")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="default: socket when SLACK_APP_TOKEN is set, else http when SLACK_SIGNING_SECRET is set")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=3000)
+    run.add_argument("--migrate", action="store_true",
+                     help="upgrade an older database schema first (replicas upgrading at once take turns)")
 
     shell = with_config(sub.add_parser("shell", help="the local console: same commands, text replies"))
     shell.add_argument("--as", dest="user", default="alice", help="who you are at first (default alice)")
@@ -45,12 +51,20 @@ def _parser() -> argparse.ArgumentParser:
 
     with_config(sub.add_parser("check-config", help="validate the config and check every source; exit 0 or 2"))
 
+    db = sub.add_parser("db", help="the database schema: `db current` shows its revision, `db upgrade` upgrades it")
+    db.add_argument("action", choices=["current", "upgrade"])
+
     evidence = with_config(sub.add_parser("evidence", help="write the audit pack of drills, failovers and rollbacks"))
     evidence.add_argument("--since", help="runs started at or after this ISO date/datetime, UTC (default: 90 days ago)")
     evidence.add_argument("--until", help="runs started before this ISO date/datetime, UTC; a date includes that day")
     evidence.add_argument("--out", help="directory to write (default: ./evidence-YYYYMMDD)")
     evidence.add_argument("--service", help="only this service")
     evidence.add_argument("--force", action="store_true", help="replace a non-empty --out directory")
+    evidence.add_argument("--unsigned", action="store_true",
+                          help="write the pack without a signature (default: sign with $DRBOT_EVIDENCE_KEY)")
+    evidence_sub = evidence.add_subparsers(dest="evidence_cmd", metavar="verify")
+    check = evidence_sub.add_parser("verify", help="check a pack's hashes and signature; exit 0, 1 if changed")
+    check.add_argument("dir", help="the pack's directory")
     return p
 
 
@@ -58,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.cmd == "db":
+        return _db(args.action)
+    if args.cmd == "evidence" and args.evidence_cmd == "verify":
+        return verify_evidence(args.dir)  # no config, no database: an auditor needs only the pack and the key
     path = wiring.config_path(args.config)
     try:
         loaded = load_config(path)
@@ -66,7 +85,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_CONFIG
     if args.cmd == "check-config":
         return check_config(loaded, wiring.build_backends(loaded), sys.stdout)
-    services = wiring.build_services(loaded, inline_runs=args.cmd == "shell")
+    for note in loaded.notes:
+        log.warning("config note: %s%s: %s: %s", path, f":{note.line}" if note.line else "", note.path, note.message)
+    try:
+        services = wiring.build_services(loaded, inline_runs=args.cmd == "shell",
+                                         migrate=args.cmd == "run" and args.migrate)
+    except SchemaBehind as e:
+        print(f"drbot: the database schema is older than this drbot (missing revisions: {e}). Upgrade it with "
+              "`drbot db upgrade` (DATABASE_URL as for drbot run), or start with `drbot run --migrate`.",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
     if args.cmd == "status":
         return _status(services, args.service, args.json)
     if args.cmd == "evidence":
@@ -76,6 +104,22 @@ def main(argv: list[str] | None = None) -> int:
         recover_interrupted(services)
         return shell.loop()
     return run(services, mode=args.mode, host=args.host, port=args.port)
+
+
+def _db(action: str) -> int:
+    engine = make_engine(wiring.database_url())
+    try:
+        if action == "upgrade":
+            before = current(engine)
+            upgrade(engine)
+            print(f"database at revision {current(engine)} (was {before or 'new or unversioned'})")
+        else:
+            missing = pending(engine)
+            print(f"database at revision {current(engine) or 'none'}; newest {head()}"
+                  + (f"; missing: {', '.join(missing)}" if missing else "; up to date"))
+    finally:
+        engine.dispose()
+    return EXIT_OK
 
 
 def _status(services, service: str | None, as_json: bool) -> int:

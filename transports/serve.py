@@ -1,9 +1,13 @@
 """``drbot run``: pick the mode from the environment and serve until stopped."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from typing import Iterator
 
 import uvicorn
 from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -14,6 +18,31 @@ from transports.http import build_http_app
 from transports.slack.app import SlackSettings, build_app
 
 log = logging.getLogger(__name__)
+GRACE = float(os.environ.get("DRBOT_SHUTDOWN_GRACE", "25"))
+"""Seconds a run in progress may take to finish its step after SIGTERM (Kubernetes waits 30 s)."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, except that a SIGTERM or SIGINT stops the server and returns (uvicorn would
+    raise the signal again afterwards, killing the process before drbot stops its work)."""
+
+    signalled: str = ""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, frame) -> None:
+        self.signalled = signal.Signals(sig).name
+        self.handle_exit(sig, frame)
 
 
 def pick_mode(explicit: str | None, env=os.environ) -> str | None:
@@ -54,10 +83,31 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     else:
         log.info("HTTP mode: Slack events at http://%s:%d/slack/events", host, port)
         http_app = build_http_app(services, app)
+    server = _Server(uvicorn.Config(http_app, host=host, port=port, log_level="warning"))
     try:
-        uvicorn.run(http_app, host=host, port=port, log_level="warning")
+        server.run()
     finally:
-        services.runner.stop()
-        services.outbox.stop()
-        services.scheduler.stop(wait=False)
+        finished = _stop(services, server.signalled or "exit", handler if mode == "socket" else None)
+    if not finished:  # a step still runs past the grace period: its run is recorded interrupted
+        logging.shutdown()
+        os._exit(0)  # do not wait for it (the pool's threads would hold the exit)
     return 0
+
+
+def _stop(services: Services, why: str, socket_handler: SocketModeHandler | None) -> bool:
+    """Stop taking work, let a step in progress finish within the grace period (else its
+    run is interrupted, as after a crash), stop the outbox after its current delivery, hand
+    the scheduler's leadership over, close the Socket Mode connection."""
+    log.info("stopping (%s): no new work; runs in progress get %.0f s", why, GRACE)
+    if socket_handler is not None:
+        socket_handler.close()
+    finished = services.runner.shutdown(GRACE)
+    interrupted = recover_interrupted(services, own=True)  # runs stopped between steps, or still in one
+    if interrupted:
+        log.warning("runs marked interrupted (%s): %s; Resume continues them",
+                    "after their step" if finished else f"still in a step after {GRACE:.0f} s", interrupted)
+    services.outbox.stop()
+    log.info("outbox worker stopped")
+    services.scheduler.stop(wait=False)
+    log.info("scheduler stopped, leadership released; drbot stopped")
+    return finished

@@ -5,12 +5,19 @@
   "v0:{X-Drbot-Timestamp}:{body}")``, timestamps older than 5 minutes refused (replay).
 - ``POST /alerts/sns``: CloudWatch alarms through SNS; signature verified (certificate from
   an SNS host only), subscription confirmations answered, failures rejected and counted.
+
+Every request is checked before it is read: its size (413, ``transports.limits``), who sent
+it (401/403), then its body: UTF-8 JSON of at most 64 levels, and the typed model of what
+its sender documents (``bot.alerts.normalise``): 400 naming the field. Up to
+``bot.alerts.batches.PART`` alerts are ingested before the answer (200, with what was
+stored); a larger notification, up to ``MAX_ALERTS``, is queued in parts and answered 202
+at once; more is refused (413). Nothing here answers 500 to bad input, and rejections are
+logged with the reason and the size, never the body.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from typing import Any, Callable
@@ -20,11 +27,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.alerts.intake import ingest
+from bot.alerts import batches
 from bot.alerts.normalise import BadPayload, from_alertmanager, from_cloudwatch_sns, from_webhook
 from bot.services import Services
 from integrations.aws.sns_confirm import confirm_subscription
-from integrations.aws.sns_verify import SignatureInvalid, SnsVerifier
+from integrations.aws.sns_verify import CertificateUnavailable, SignatureInvalid, SnsVerifier
+from integrations.base import IntegrationError
+from transports.limits import (ALERTS_BODY, MAX_ALERTS, SNS_BODY, UNIX_TIME, Rejected, parse_json, problem,
+                               read_body)
 
 log = logging.getLogger(__name__)
 REPLAY_WINDOW = 300
@@ -39,24 +49,34 @@ def _count(services: Services, name: str) -> None:
     counters[name] = counters.get(name, 0) + 1
 
 
+def _take(services: Services, alerts: list) -> tuple[int, dict]:
+    """Ingest now (200) or queue in parts (202); behind parts still waiting, queue too."""
+    if services.outbox is None:
+        return 200, {"ok": True, **batches.ingest_now(services, alerts).as_dict()}
+    if len(alerts) > batches.PART or batches.waiting(services):
+        return 202, batches.queue(services, alerts)
+    result = batches.ingest_now(services, alerts)
+    services.outbox.poke()
+    return 200, {"ok": True, **result.as_dict()}
+
+
 async def _accept(services: Services, normalise: Callable[[Any], list], data: Any) -> Response:
-    try:
-        alerts = normalise(data)
-    except BadPayload as e:
-        return _problem(400, str(e))
-    result = await run_in_threadpool(ingest, services, alerts)
+    alerts = normalise(data)  # raises BadPayload
+    if len(alerts) > MAX_ALERTS:
+        raise Rejected(413, f"{len(alerts)} alerts in one request; at most {MAX_ALERTS} are taken "
+                            "(set max_alerts in Alertmanager's webhook_config)")
+    status, answer = await run_in_threadpool(_take, services, alerts)
     _count(services, "alerts_received")
-    if services.outbox is not None:
-        services.outbox.poke()
-    return JSONResponse({"ok": True, **result.as_dict()})
+    return JSONResponse(answer, status_code=status)
 
 
-async def _json(request: Request) -> tuple[bytes, Any]:
-    body = await request.body()
-    try:
-        return body, json.loads(body)
-    except ValueError:
-        raise BadPayload("the body is not JSON") from None
+def _rejected(services: Services, request: Request, e: Rejected | BadPayload) -> JSONResponse:
+    status, reason = (e.status, e.reason) if isinstance(e, Rejected) else (400, str(e))
+    if status in (401, 403):
+        _count(services, "alerts_rejected_auth")
+    log.info("%s rejected (%s): %s; %s bytes", request.url.path, status, reason,
+             request.headers.get("content-length", "?"))
+    return _problem(status, reason)
 
 
 def routes(services: Services) -> list[Route]:
@@ -65,64 +85,67 @@ def routes(services: Services) -> list[Route]:
     async def alertmanager(request: Request) -> Response:
         if not cfg.alertmanager_token:
             return _problem(404, "the Alertmanager endpoint is off (set alerts.alertmanager_token)")
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {cfg.alertmanager_token}".encode()):
-            _count(services, "alerts_rejected_auth")
-            return _problem(401, "missing or wrong bearer token")
         try:
-            _, data = await _json(request)
-        except BadPayload as e:
-            return _problem(400, str(e))
-        return await _accept(services, lambda d: from_alertmanager(d, services.config), data)
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {cfg.alertmanager_token}".encode()):
+                raise Rejected(401, "missing or wrong bearer token")
+            data = parse_json(await read_body(request, ALERTS_BODY))
+            return await _accept(services, lambda d: from_alertmanager(d, services.config), data)
+        except (Rejected, BadPayload) as e:
+            return _rejected(services, request, e)
 
     async def webhook(request: Request) -> Response:
         if not cfg.webhook_secret:
             return _problem(404, "the webhook endpoint is off (set alerts.webhook_secret)")
-        body = await request.body()
-        ts = request.headers.get("x-drbot-timestamp", "")
-        given = request.headers.get("x-drbot-signature", "")
-        if not ts.isdigit() or abs(time.time() - int(ts)) > REPLAY_WINDOW:
-            _count(services, "alerts_rejected_auth")
-            return _problem(401, "missing or stale X-Drbot-Timestamp (5 minute window)")
-        expected = "v0=" + hmac.new(cfg.webhook_secret.encode(), f"v0:{ts}:".encode() + body,
-                                    hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            _count(services, "alerts_rejected_auth")
-            return _problem(401, "bad X-Drbot-Signature")
         try:
-            data = json.loads(body)
-        except ValueError:
-            return _problem(400, "the body is not JSON")
-        return await _accept(services, lambda d: from_webhook(d, services.config), data)
+            body = await read_body(request, ALERTS_BODY)
+            ts = request.headers.get("x-drbot-timestamp", "")
+            given = request.headers.get("x-drbot-signature", "")
+            if not UNIX_TIME.fullmatch(ts) or abs(time.time() - int(ts)) > REPLAY_WINDOW:
+                raise Rejected(401, "missing or stale X-Drbot-Timestamp (Unix seconds in ASCII digits, "
+                                    "5 minute window)")
+            expected = "v0=" + hmac.new(cfg.webhook_secret.encode(), f"v0:{ts}:".encode() + body,
+                                        hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
+                raise Rejected(401, "bad X-Drbot-Signature")
+            data = parse_json(body)
+            return await _accept(services, lambda d: from_webhook(d, services.config), data)
+        except (Rejected, BadPayload) as e:
+            return _rejected(services, request, e)
 
     async def sns(request: Request) -> Response:
         if not cfg.sns_topics:
             return _problem(404, "the SNS endpoint is off (set alerts.sns_topics)")
         try:
-            _, message = await _json(request)
-        except BadPayload as e:
-            return _problem(400, str(e))
-        if not isinstance(message, dict) or message.get("TopicArn") not in cfg.sns_topics:
-            _count(services, "sns_rejected")
-            return _problem(403, "unknown SNS topic")
-        verifier = services.extras.get("sns_verifier")
-        if verifier is None:
-            verifier = services.extras.setdefault("sns_verifier", SnsVerifier())
-        try:
-            await run_in_threadpool(verifier.verify, message)
-        except SignatureInvalid as e:
-            _count(services, "sns_rejected")
-            log.warning("SNS message rejected: %s", e)
-            return _problem(403, f"signature verification failed: {e}")
-        kind = message.get("Type")
-        if kind == "SubscriptionConfirmation":
-            confirm = services.extras.get("sns_confirm", confirm_subscription)
-            await run_in_threadpool(confirm, message["SubscribeURL"])
-            _count(services, "sns_confirmed")
-            return JSONResponse({"ok": True, "confirmed": message["TopicArn"]})
-        if kind != "Notification":
-            return JSONResponse({"ok": True, "ignored": kind})
-        return await _accept(services, lambda m: [from_cloudwatch_sns(m, services.config)], message)
+            message = parse_json(await read_body(request, SNS_BODY))
+            if not isinstance(message, dict) or message.get("TopicArn") not in cfg.sns_topics:
+                _count(services, "sns_rejected")
+                raise Rejected(403, "unknown SNS topic")
+            verifier = services.extras.get("sns_verifier")
+            if verifier is None:
+                verifier = services.extras.setdefault("sns_verifier", SnsVerifier())
+            try:
+                await run_in_threadpool(verifier.verify, message)
+            except CertificateUnavailable as e:  # may pass later: SNS retries a 5xx
+                _count(services, "sns_rejected")
+                raise Rejected(503, f"signature not verified yet: {e}") from None
+            except SignatureInvalid as e:
+                _count(services, "sns_rejected")
+                raise Rejected(403, f"signature verification failed: {e}") from None
+            kind = message.get("Type")
+            if kind == "SubscriptionConfirmation":
+                confirm = services.extras.get("sns_confirm", confirm_subscription)
+                try:
+                    await run_in_threadpool(confirm, message["SubscribeURL"])
+                except IntegrationError as e:
+                    raise Rejected(503 if e.transient else 400, str(e)) from None
+                _count(services, "sns_confirmed")
+                return JSONResponse({"ok": True, "confirmed": message["TopicArn"]})
+            if kind != "Notification":
+                return JSONResponse({"ok": True, "ignored": kind})
+            return await _accept(services, lambda m: [from_cloudwatch_sns(m, services.config)], message)
+        except (Rejected, BadPayload) as e:
+            return _rejected(services, request, e)
 
     return [Route("/alerts/alertmanager", alertmanager, methods=["POST"]),
             Route("/alerts/webhook", webhook, methods=["POST"]),

@@ -81,4 +81,11 @@ class StatuspageConfig(Strict):
     """A source of kind statuspage."""
     publish: dict[IncidentSeverity, Literal["auto", "preview", "skip"]] = {
         "sev1": "auto", "sev2": "auto", "sev3": "preview", "sev4": "skip"}
+    """Per severity: publish every status change (auto), after a person's Publish (preview), or
+    not at all (skip). A severity left out: preview."""
+    publish_typed_text: dict[IncidentSeverity, Literal["auto", "preview"]] = {
+        "sev1": "preview", "sev2": "preview", "sev3": "preview", "sev4": "preview"}
+    """Where ``publish`` says auto: an update carrying text a person typed (the title of an
+    incident opened by hand, a status message) still waits for a Publish unless this says
+    auto for the severity. A severity left out: preview."""
     requests_per_second: float = Field(default=1.0, gt=0, le=10)

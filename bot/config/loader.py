@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bot.config.models import Config
+from bot.config.runbooks import drill_notes
 from integrations import registry
 from integrations.base import ARCHIVE, DATABASE, HEALTH, LAG, STATUS, TRAFFIC, BackendOptions
 
@@ -56,6 +57,9 @@ class LoadedConfig:
     path: str
     options: dict[str, BackendOptions]
     """Validated backend options per source name."""
+    notes: tuple[Problem, ...] = ()
+    """Valid, but worth knowing (e.g. a drill scenario that can never pass as a drill):
+    printed by ``drbot check-config`` and logged as warnings at start."""
 
 
 def format_loc(loc: Loc) -> str:
@@ -112,7 +116,8 @@ def parse_config(text: str, file: str = "<config>", environ: typing.Mapping[str,
         problems.append(located(loc, msg))
     if problems:
         raise ConfigError(file, problems)
-    return LoadedConfig(config=config, path=file, options=options)
+    notes = tuple(located(loc, msg) for loc, msg in _notes(config))
+    return LoadedConfig(config=config, path=file, options=options, notes=notes)
 
 
 # -- YAML line numbers -------------------------------------------------------------------
@@ -308,6 +313,15 @@ def _check_references(config: Config, options: dict[str, BackendOptions]) -> lis
             if schedule.scenario not in svc.runbooks.drill:
                 out.append((loc + ("drills", j, "scenario"), f"{svc.name} has no drill scenario "
                             f"{schedule.scenario!r} (add runbooks.drill.{schedule.scenario})"))
+    return out
+
+
+def _notes(config: Config) -> list[tuple[Loc, str]]:
+    """Notes, not problems: what each drill scenario can prove (bot.config.runbooks)."""
+    out: list[tuple[Loc, str]] = []
+    for i, svc in enumerate(config.services):
+        for name, steps in svc.runbooks.drill.items():
+            out += [(("services", i, "runbooks", "drill", name) + sub, msg) for sub, msg in drill_notes(name, steps)]
     return out
 
 

@@ -3,32 +3,19 @@ disable a check. Backend options are validated separately, by each backend's own
 ``Options`` model (see ``loader.py``)."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config.incidents import AlertsConfig, IncidentsConfig, StatuspageConfig
-from bot.config.models_base import Duration, Name, Strict
+from bot.config.models_base import Duration, Name, SlackId, Strict
+from bot.config.permissions import Permissions
 from bot.config.runbooks import Runbooks
 from bot.config.schedules import DigestConfig, DrillSchedule, SchedulerConfig, WatchConfig
 
 Tier = Literal["critical", "high", "medium", "low"]
-SLACK_ID = re.compile(r"^(U|W|S)[A-Z0-9]{2,}$")
-
-
-def _slack_id(value: str) -> str:
-    if not SLACK_ID.match(value):
-        raise ValueError(f"{value!r} is not a Slack user or user-group ID "
-                         "(use U0123ABCD for a person, S0123ABCD for a user group)")
-    return value
-
-
-SlackId = Annotated[str, AfterValidator(_slack_id)]
-"""A Slack user (U..., W...) or user-group (S...) ID, checked item by item so that a
-problem is located at e.g. ``approvals.approvers[1]``."""
 
 
 class SourceSpec(BaseModel):
@@ -69,6 +56,9 @@ class ApprovalPolicy(Strict):
     """Who may request changes. Empty: anyone in the workspace."""
     expires: Duration = timedelta(minutes=30)
     break_glass: BreakGlass = BreakGlass()
+    allow_parallel: bool = False
+    """False: a service has at most one open failover, failback or drill request (pending,
+    approved, running or interrupted); a second is refused naming the first."""
 
 
 class ServiceApprovals(Strict):
@@ -79,6 +69,7 @@ class ServiceApprovals(Strict):
     requesters: list[SlackId] | None = None
     expires: Duration | None = None
     break_glass: BreakGlass | None = None
+    allow_parallel: bool | None = None
 
 
 class Control(Strict):
@@ -142,6 +133,8 @@ class Config(Strict):
     services: list[ServiceConfig] = Field(min_length=1)
     slack: SlackSettings = SlackSettings()
     approvals: ApprovalPolicy = ApprovalPolicy()
+    permissions: Permissions = Permissions()
+    """Who may declare incidents, change them, publish, retry, change the drill calendar."""
     alerts: AlertsConfig = AlertsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     statuspage: StatuspageConfig | None = None

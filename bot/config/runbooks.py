@@ -13,6 +13,9 @@ ACTIONS = ("traffic.shift", "database.promote", "database.switchover", "database
 Action = Literal["traffic.shift", "database.promote", "database.switchover", "database.failover", "check"]
 Side = Literal["target", "source"]
 """'target': the region the request moves to; 'source': the region it moves from."""
+MOVES = {"traffic.shift": "traffic", "database.promote": "writer", "database.switchover": "writer",
+         "database.failover": "writer"}
+"""The actions that move something a drill must move to prove a failover, and what they move."""
 
 
 class Verify(Strict):
@@ -25,6 +28,10 @@ class Verify(Strict):
     """The database reports that region as the writer."""
     within: Duration = timedelta(minutes=2)
     interval: Duration = timedelta(seconds=5)
+
+    def reads(self, moved: str, side: str) -> bool:
+        """This verify reads back that ``moved`` ('traffic' or 'writer') is in ``side``."""
+        return (self.traffic_in if moved == "traffic" else self.writer_in) == side
 
     @model_validator(mode="after")
     def _something(self) -> "Verify":
@@ -67,6 +74,11 @@ class Step(Strict):
     def capability(self) -> str | None:
         return None if self.action == "check" else self.action.split(".")[0]
 
+    @property
+    def moves(self) -> str | None:
+        """'traffic' or 'writer' for a step that moves it; None for a check."""
+        return MOVES.get(self.action)
+
 
 class Runbooks(Strict):
     failover: list[Step] = []
@@ -84,3 +96,30 @@ class Runbooks(Strict):
         if kind == "drill":
             return self.drill.get(scenario or "default", [])
         return []
+
+
+def confirmed_by(steps: list[Step], i: int) -> int | None:
+    """The index of the first step, ``i`` itself or a later one, whose verify reads back what
+    step ``i`` moves, in the region it moves it to; None when no verify does."""
+    moved, side = steps[i].moves, steps[i].to
+    for j in range(i, len(steps)):
+        if moved and steps[j].verify is not None and steps[j].verify.reads(moved, side):
+            return j
+    return None
+
+
+def drill_notes(scenario: str, steps: list[Step]) -> list[tuple[tuple[int, ...], str]]:
+    """What a drill scenario can prove, said at load time: a scenario of checks only is
+    recorded as a check; a move that no verify reads back cannot make a drill pass."""
+    if not any(st.moves for st in steps):
+        return [((), f"drill scenario {scenario!r} has only check steps: its runs are recorded as checks, "
+                     "never pass as a drill and do not refresh drill_max_age; add a step that moves traffic "
+                     "or the writer (traffic.shift, database.switchover) with a verify that reads it back "
+                     "(traffic_in, writer_in)")]
+    out = []
+    for i, st in enumerate(steps):
+        if st.moves and confirmed_by(steps, i) is None:
+            key = "traffic_in" if st.moves == "traffic" else "writer_in"
+            out.append(((i,), f"{st.action} to {st.to} is not read back by any verify ({key}: {st.to} on this "
+                              "step or a later one): this move cannot make the drill pass"))
+    return out

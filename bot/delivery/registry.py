@@ -4,8 +4,9 @@ happens when it cannot be delivered."""
 from __future__ import annotations
 
 from bot import events as ev
+from bot.alerts import batches
 from bot.config import Config
-from bot.delivery import archive, drills, incidents, notices, requests, statuspage
+from bot.delivery import archive, drills, incidents, notices, quiet, requests, statuspage
 from bot.outbox.kinds import Kind
 from bot.outbox.pacing import Limit
 
@@ -34,6 +35,10 @@ KINDS: tuple[Kind, ...] = (
     Kind(ev.StatuspagePublish, statuspage.deliver_publish),
     Kind(ev.DrillMaintenance, statuspage.deliver_maintenance),
     Kind(ev.ArchivePostmortem, archive.deliver_postmortem),
+    Kind(ev.DrillMaintenanceMoved, statuspage.deliver_maintenance_moved),
+    Kind(ev.DrillMaintenanceCancelled, statuspage.deliver_maintenance_cancelled),
+    Kind(ev.IncidentAlertsResolved, quiet.deliver_alerts_resolved),
+    Kind(ev.AlertBatch, batches.ingest_part),
 )
 
 
@@ -44,6 +49,8 @@ def kinds(config: Config) -> dict[str, Kind]:
     if config.statuspage is None:
         out.pop(ev.StatuspagePublish.KIND)
         out.pop(ev.DrillMaintenance.KIND)
+        out.pop(ev.DrillMaintenanceMoved.KIND)
+        out.pop(ev.DrillMaintenanceCancelled.KIND)
     if config.archive is None:
         out.pop(ev.ArchivePostmortem.KIND)
     return out

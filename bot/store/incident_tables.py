@@ -122,3 +122,14 @@ class PreviewDecision(SQLModel, table=True):
     decision: str
     decided_by: str
     at: datetime = _at(default_factory=utcnow)
+
+
+class OpenIncidentService(SQLModel, table=True):
+    """A service's one open incident: claimed (INSERT ... ON CONFLICT DO NOTHING) when an
+    incident opens for it, released when that incident resolves. The primary key makes a
+    second incident for the service, opened at the same moment on any replica, lose; the
+    loser joins the winner's incident."""
+
+    __tablename__ = "open_incident_service"
+    service: str = Field(primary_key=True)
+    incident_id: int = Field(index=True)

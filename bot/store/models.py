@@ -6,7 +6,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Optional
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, and_, false
 from sqlmodel import Field, SQLModel
 
 from bot.store.db import UTCDateTime
@@ -115,6 +115,31 @@ class ChangeRequest(SQLModel, table=True):
     channel: str = ""
     message_ts: str = ""
     origin: str = ""
+    parallel: bool = False
+    """Created while the service's policy allowed parallel requests (``approvals.allow_parallel``):
+    not held to one open change per service."""
+    allow_data_loss: bool = False
+    """The requester explicitly accepted data loss (``--allow-data-loss``): a move to a region
+    whose database does not replicate from the writer passes the pre-flight (audited)."""
+
+
+EXCLUSIVE_KINDS = (RequestKind.FAILOVER, RequestKind.FAILBACK, RequestKind.DRILL)
+"""The kinds of which a service has at most one open request (rollbacks and resumes continue one)."""
+EXCLUSIVE_STATES = (RequestState.PENDING, RequestState.APPROVED, RequestState.RUNNING, RequestState.INTERRUPTED)
+
+
+def _one_open_change(table) -> object:
+    """The rows the unique index ``uq_change_request_one_open`` covers: open failovers,
+    failbacks and ad-hoc drills (a scheduled drill, ``not_before`` set, is a calendar entry)
+    not created under ``allow_parallel``."""
+    c = table.c
+    return and_(c.kind.in_([k.name for k in EXCLUSIVE_KINDS]), c.state.in_([s.name for s in EXCLUSIVE_STATES]),
+                c.not_before.is_(None), c.parallel.is_(false()))
+
+
+Index("uq_change_request_one_open", ChangeRequest.__table__.c.service, unique=True,
+      sqlite_where=_one_open_change(ChangeRequest.__table__),
+      postgresql_where=_one_open_change(ChangeRequest.__table__))
 
 
 class Approval(SQLModel, table=True):
@@ -150,6 +175,29 @@ class Run(SQLModel, table=True):
     owner: str = ""
     """Process that runs it (host:pid); a run left 'running' by a dead owner is interrupted."""
     heartbeat_at: Optional[datetime] = _at(default=None, nullable=True)
+    sandbox: bool = False
+    """A source it read or acted on is a sandbox (simulated) backend: set when it starts."""
+    targets: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    """The service's tier, RTO and RPO as configured when it started (JSON; bot.run_facts)."""
+    proof: str = ""
+    """What a drill proved (bot.drill_proof): 'moved', 'not_moved' or 'check'; '' otherwise."""
+    # Measurements (bot.measurements, docs/measurements.md). ``measured_rto_s`` is from the
+    # decision (approval; a scheduled drill: its start) to the last verify passing.
+    detected_at: Optional[datetime] = _at(default=None, nullable=True)
+    """When the problem was detected: the first alert of the incident open for the service
+    when the request was made, or the incident's declaration. None: no incident (a drill)."""
+    detection: str = ""
+    """What ``detected_at`` is: 'alert' (the first alert) or 'incident' (declared); '' none."""
+    rto_from_detection_s: Optional[float] = None
+    rto_from_run_start_s: Optional[float] = None
+    rto_end: str = ""
+    """Where the RTOs end: 'verify' (the last verify passing) or 'run_end' (no step verifies)."""
+    rpo_method: str = ""
+    """How ``measured_rpo_s`` was found: 'switchover' (0: it waited for replication),
+    'lag_before_cutover' (the last lag read before the writer was detached), 'unknown' (it
+    could not be read: ``measured_rpo_s`` is None) or 'no_database_move' (the writer did not move)."""
+    rpo_detail: str = ""
+    """Why an RPO is unknown, or what was read (source, age)."""
 
 
 class RunStep(SQLModel, table=True):

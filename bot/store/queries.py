@@ -18,9 +18,10 @@ def current_regions(session: Session) -> dict[str, tuple[str, str]]:
 
 
 def latest_drills(session: Session, services: list[str] | None = None) -> dict[str, DrillInfo]:
-    """Service -> its most recent finished drill."""
+    """Service -> its most recent finished drill. A check (a drill scenario of ``check``
+    steps only, ``bot.drill_proof``) is no drill: it neither refreshes nor fails it."""
     stmt = (select(Run).where(Run.kind == RequestKind.DRILL, col(Run.state).in_(_FINISHED),
-                              col(Run.ended_at).is_not(None))
+                              col(Run.ended_at).is_not(None), Run.proof != "check")
             .order_by(col(Run.ended_at).desc()))
     if services is not None:
         stmt = stmt.where(col(Run.service).in_(services))
@@ -29,7 +30,8 @@ def latest_drills(session: Session, services: list[str] | None = None) -> dict[s
         if run.service not in out:
             out[run.service] = DrillInfo(ended_at=run.ended_at, passed=bool(run.passed),
                                          rto_s=run.measured_rto_s, rpo_s=run.measured_rpo_s,
-                                         request_id=run.request_id)
+                                         request_id=run.request_id, sandbox=run.sandbox,
+                                         unproven=run.proof == "not_moved" and run.state is RequestState.SUCCEEDED)
     return out
 
 

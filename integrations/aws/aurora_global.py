@@ -31,8 +31,8 @@ from pydantic import Field, field_validator
 
 from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    DATABASE, ActionResult, BackendOptions, CheckResult, ErrorKind,
-    IntegrationError, Target,
+    DATABASE, ActionResult, BackendOptions, CheckResult, DbRole, ErrorKind,
+    IntegrationError, RegionDb, Replication, Target, utcnow,
 )
 
 MODES = ("switchover", "failover")
@@ -65,6 +65,7 @@ class AuroraGlobal(AwsBackend):
     ``client``: the injected boto3 RDS client, or one created on first use."""
 
     kind = "aurora_global"
+    title = "Aurora global database"
     Options = AuroraGlobalOptions
     capabilities = frozenset({DATABASE})
     boto3_service = "rds"
@@ -88,6 +89,39 @@ class AuroraGlobal(AwsBackend):
                 + (f" while {busy}" if busy else "") + ".",
                 ErrorKind.TRANSIENT if busy else ErrorKind.PERMANENT)
         return self._region_of(writer)
+
+    def replication(self, target: Target) -> Replication:
+        """The writer member is the WRITER; every other member replicates from it
+        (its ``SynchronizationStatus`` in the detail); a configured cluster that is no
+        longer a member (removed from the global database), or a member waiting to
+        resynchronise (``pending-resync``), is OUTSIDE. While a
+        switchover or failover is in progress the roles are moving: TRANSIENT."""
+        gc = self._describe()
+        busy = _busy(gc)
+        writer = _writer(gc)
+        if busy or writer is None:
+            raise IntegrationError(
+                f"{self.name}: {self.describe()} "
+                + (f"is busy: {busy}." if busy else "has no writer member."),
+                ErrorKind.TRANSIENT if busy else ErrorKind.PERMANENT)
+        writer_region = self._region_of(writer, strict=False)
+        source = writer_region if writer_region in self.options.members else None
+        members = {m.get("DBClusterArn", ""): m for m in gc.get("GlobalClusterMembers", [])}
+        out = []
+        for region, arn in self.options.members.items():
+            m = members.get(arn)
+            if m is None:
+                out.append(RegionDb(region, DbRole.OUTSIDE, detail=f"{arn} is not a member of {self.describe()}"))
+            elif m.get("IsWriter"):
+                out.append(RegionDb(region, DbRole.WRITER, detail=f"{region} writes for {self.describe()}"))
+            elif m.get("SynchronizationStatus") == "pending-resync":  # a member not replicating yet
+                out.append(RegionDb(region, DbRole.OUTSIDE, detail=f"{region} is a secondary of "
+                                    f"{self.describe()} waiting to resynchronise (pending-resync)"))
+            else:
+                sync = m.get("SynchronizationStatus") or "unknown"
+                out.append(RegionDb(region, DbRole.REPLICA, source,
+                                    detail=f"{region} is a secondary of {self.describe()} (sync {sync})"))
+        return Replication(tuple(out), utcnow())
 
     def promote(self, target: Target, to_region: str, mode: str = "promote",
                 allow_data_loss: bool = False, dry_run: bool = False) -> ActionResult:

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    DATABASE, ActionResult, BackendOptions, CheckResult, ErrorKind,
-    IntegrationError, Target,
+    DATABASE, ActionResult, BackendOptions, CheckResult, DbRole, ErrorKind,
+    IntegrationError, RegionDb, Replication, Target, utcnow,
 )
 
 NOT_FOUND_CODES = frozenset({"DBClusterNotFoundFault", "DBInstanceNotFound",
@@ -88,6 +88,7 @@ class RdsPromoter(AwsBackend):
     """Promotes the standby region's RDS read replica to a standalone writer."""
 
     kind = "rds"
+    title = "RDS"
     Options = RdsOptions
     capabilities = frozenset({DATABASE})
     boto3_service = "rds"
@@ -128,6 +129,42 @@ class RdsPromoter(AwsBackend):
         raise IntegrationError(
             f"{self.name}: every configured target is a read replica; no region writes.",
             ErrorKind.PERMANENT)
+
+    def replication(self, target: Target) -> Replication:
+        """Every region's target: a writer (no replication source), or a replica of the
+        configured region whose target its source names (an identifier, or an ARN in that
+        region). A former source left standalone by a promotion is a writer too: two
+        writers means the two have split. A region that cannot be read is UNKNOWN; when
+        none can be, the first error is raised."""
+        out: list[RegionDb] = []
+        errors: list[IntegrationError] = []
+        for region in self.options.regions:
+            try:
+                state = self.state(region)
+            except IntegrationError as exc:
+                errors.append(exc)
+                out.append(RegionDb(region, DbRole.UNKNOWN, detail=str(exc)))
+                continue
+            if state.replica:
+                out.append(RegionDb(region, DbRole.REPLICA, self._region_of_source(state.source or ""),
+                                    detail=state.text()))
+            else:
+                out.append(RegionDb(region, DbRole.WRITER, detail=state.text()))
+        if len(errors) == len(out):
+            raise errors[0]
+        return Replication(tuple(out), utcnow())
+
+    def _region_of_source(self, source: str) -> str | None:
+        """The configured region whose target ``source`` names: an ARN
+        (arn:aws:rds:REGION:ACCOUNT:cluster|db:ID) or a bare identifier."""
+        if source.startswith("arn:"):
+            parts = source.split(":")
+            region, name = (parts[3], parts[-1]) if len(parts) >= 7 else ("", "")
+            for r, t in self.options.regions.items():
+                if r == region and t.identifier == name:
+                    return r
+            return None
+        return next((r for r, t in self.options.regions.items() if t.identifier == source), None)
 
     def promote(self, target: Target, to_region: str, mode: str = "promote",
                 allow_data_loss: bool = False, dry_run: bool = False) -> ActionResult:

@@ -84,6 +84,7 @@ class Route53Failover(AwsBackend):
     ``client``: the injected boto3 Route 53 client, or one created on first use."""
 
     kind = "route53_failover"
+    title = "Route 53"
     Options = Route53FailoverOptions
     capabilities = frozenset({TRAFFIC})
     boto3_service = "route53"

@@ -21,7 +21,8 @@ Endpoints (under ``/v1``; every one needs ``Authorization: OAuth <api_key>``, el
     POST  /pages/{page_id}/incidents                        create (201)
     PATCH|PUT /pages/{page_id}/incidents/{id}               update
 
-Bodies are ``{"incident": {...}}`` as the real API takes them. Invalid statuses, a blank
+Bodies are ``{"incident": {...}}`` as the real API takes them; an update's ``metadata``
+replaces the incident's metadata whole (so a client sends all of it). Invalid statuses, a blank
 name or unknown component ids answer 422 ``{"error": [...]}``; an unknown page or incident
 404. Component ids the fake has never seen are created on first use (named after the id)
 unless ``strict_components`` is set.

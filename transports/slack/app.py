@@ -7,12 +7,12 @@ as Block Kit.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 
 from slack_bolt import App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from bot.actor import Actor
 from bot.alerts.intake import ingest
@@ -21,6 +21,7 @@ from bot.incidents import pin_message
 from bot.directory import Directory
 from bot.render import Reply
 from bot.services import Services
+from transports.slack import payloads
 from transports.slack.messenger import SlackMessenger
 from commands import router
 from commands.base import FormError
@@ -42,18 +43,56 @@ def make_client(settings: SlackSettings) -> WebClient:
     return WebClient(token=settings.bot_token, base_url=settings.api_url or WebClient.BASE_URL, timeout=10)
 
 
-def build_app(services: Services, settings: SlackSettings) -> App:
+class SlackApp(App):
+    """Bolt's App, knowing the signing secret with which HTTP mode verifies each request
+    before Bolt sees it (``transports.http``)."""
+
+    def __init__(self, *, signing_secret: str | None, **kwargs):
+        super().__init__(signing_secret=signing_secret, **kwargs)
+        self.signing_secret = signing_secret
+
+
+class NoBodies(logging.Filter):
+    """Bolt logs request bodies in a few messages (a bad signature at INFO, an unhandled
+    request at WARNING, a listener's error with its body). drbot's logs keep the reason
+    and the size, never the body: such a message is cut to its first words."""
+
+    MARKERS = ("body:", "body=", "Request body", "Unhandled request (", "for the request (")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > 500 or any(m in message for m in self.MARKERS):
+            record.msg = "%s ... (%d characters of request data not logged)"
+            record.args = (message[:80].split("(")[0].strip(), len(message))
+        return True
+
+
+def _keep_bodies_out(logger: logging.Logger) -> None:
+    """On the logger Bolt is given (Bolt copies its filters to the loggers it makes later)
+    and on Bolt's own loggers made so far (a filter applies where a record is made)."""
+    names = [logger.name] + [n for n in logging.root.manager.loggerDict
+                             if n.startswith(("slack_bolt", f"{logger.name}:", f"{logger.name}."))]
+    for name in names:
+        target = logging.getLogger(name)
+        if not any(isinstance(f, NoBodies) for f in target.filters):
+            target.addFilter(NoBodies())
+
+
+def build_app(services: Services, settings: SlackSettings) -> SlackApp:
     """A Bolt app wired to ``services``. Without a signing secret (Socket Mode) request
     verification is off, so the caller must not expose ``/slack/events`` over HTTP."""
-    app = App(
+    logger = logging.getLogger("drbot.slack")
+    _keep_bodies_out(logger)
+    app = SlackApp(
         client=make_client(settings),
         signing_secret=settings.signing_secret,
         request_verification_enabled=settings.signing_secret is not None,
         process_before_response=False,
-        logger=logging.getLogger("drbot.slack"),
+        logger=logger,
     )
     attach(services, app.client)
     register(app, services)
+    _keep_bodies_out(logger)
     return app
 
 
@@ -85,30 +124,52 @@ class TimeZones:
         return tz
 
 
-def _form_values(view: dict) -> dict[str, str]:
+def _form_values(view: payloads.View) -> dict[str, str]:
     """Slack's view state as action_id -> text (inputs, selects, date-time pickers)."""
     out = {}
-    for block in (view.get("state") or {}).get("values", {}).values():
+    for block in view.state.values.values():
         for action_id, element in block.items():
-            value = element.get("value")
-            if value is None and element.get("selected_date_time") is not None:
-                value = str(element["selected_date_time"])
-            if value is None and element.get("selected_option"):
-                value = element["selected_option"].get("value")
+            value = element.value
+            if value is None and element.selected_date_time is not None:
+                value = str(element.selected_date_time)
+            if value is None and element.selected_option is not None:
+                value = element.selected_option.value
             out[action_id] = value or ""
     return out
 
 
-def _actor(body: dict) -> Actor:
-    user = body["user"]
-    return Actor(id=user["id"], name=user.get("username") or user.get("name", ""), origin="slack",
-                 channel=(body.get("channel") or {}).get("id"))
+def _actor(payload: payloads.BlockActions | payloads.ViewSubmission) -> Actor:
+    user = payload.user
+    channel = getattr(payload, "channel", None)
+    return Actor(id=user.id, name=user.username or user.name, origin="slack",
+                 channel=channel.id if channel is not None else None)
+
+
+def _answer(respond, text: str, blocks: list, response_type: str, replace_original: bool) -> None:
+    """Answer through the request's response_url; a click without one, or a response_url
+    that fails, is logged (one line) instead of raising in the listener."""
+    try:
+        respond(text=text, blocks=blocks, response_type=response_type, replace_original=replace_original)
+    except Exception as e:  # noqa: BLE001 - Slack's answer is best effort; the state is already saved
+        log.warning("could not answer through response_url: %s", type(e).__name__)
 
 
 def send(respond, services: Services, reply: Reply) -> None:
     blocks, text = services.renderer.blocks(reply)
-    respond(text=text, blocks=blocks, response_type="ephemeral" if reply.ephemeral else "in_channel",
-            replace_original=reply.replace_original)
+    _answer(respond, text, blocks, "ephemeral" if reply.ephemeral else "in_channel", reply.replace_original)
+
+
+def _unreadable(respond, services: Services, what: str, e: payloads.BadPayload) -> None:
+    log.info("slack %s not acted on: %s", what, e)
+    if respond is not None:
+        send(respond, services, Reply("bad_input", {"what": "payload", "p": {"reason": str(e)}}))
+
+
+def _control(text: str) -> Reply | None:
+    found = payloads.control_character(text)
+    if found is None:
+        return None
+    return Reply("bad_input", {"what": "control", "p": {"position": found[0], "char": found[1]}})
 
 
 def _ack(ack) -> None:
@@ -116,65 +177,120 @@ def _ack(ack) -> None:
 
 
 def register(app: App, services: Services) -> None:
-    """Ack at once; the work runs after the ack (Bolt's lazy listeners)."""
+    """Ack at once; the work runs after the ack (Bolt's lazy listeners). Every listener
+    reads its payload through ``transports.slack.payloads`` first: in HTTP mode the edge
+    checked it already, in Socket Mode this is the only check."""
     zones = TimeZones(app.client)
 
     def on_command(body, respond) -> None:
-        actor = Actor(id=body["user_id"], name=body.get("user_name", ""), origin="slack",
-                      channel=body.get("channel_id"), tz=zones.of(body["user_id"]))
-        send(respond, services, router.dispatch(services, actor, body.get("text", "")))
+        try:
+            cmd = payloads.parse(payloads.SlashCommand, body)
+        except payloads.BadPayload as e:
+            _unreadable(respond, services, "command", e)
+            return
+        refusal = _control(cmd.text)
+        if refusal is not None:
+            log.info("command by %s refused: a control character in its text", cmd.user_id)
+            send(respond, services, refusal)
+            return
+        actor = Actor(id=cmd.user_id, name=cmd.user_name, origin="slack", channel=cmd.channel_id or None,
+                      tz=zones.of(cmd.user_id))
+        send(respond, services, router.dispatch(services, actor, cmd.text))
 
-    def on_click(body, action, respond, client) -> None:
-        reply = router.click(services, _actor(body), action["action_id"], action.get("value", ""))
+    def on_click(body, respond, client) -> None:
+        try:
+            click = payloads.parse(payloads.BlockActions, body)
+        except payloads.BadPayload as e:
+            _unreadable(respond, services, "click", e)
+            return
+        action = click.actions[0]
+        reply = router.click(services, _actor(click), action.action_id, action.value)
         if reply is None:
             return  # the message itself shows the new state
         if reply.modal:
-            client.views_open(trigger_id=body["trigger_id"], view=services.renderer.view(reply))
+            if not click.trigger_id:
+                _unreadable(respond, services, "click", payloads.BadPayload("trigger_id: missing, so no form can open"))
+                return
+            client.views_open(trigger_id=click.trigger_id, view=services.renderer.view(reply))
             return
         blocks, text = services.renderer.blocks(reply)
         if reply.replace_original:  # e.g. Refresh: the message the button is on, as it was shown
-            ephemeral = bool((body.get("container") or {}).get("is_ephemeral", True))
-            respond(text=text, blocks=blocks, response_type="ephemeral" if ephemeral else "in_channel",
-                    replace_original=True)
+            ephemeral = click.container.is_ephemeral
+            _answer(respond, text, blocks, "ephemeral" if ephemeral else "in_channel", True)
         else:  # only the clicker sees why nothing happened
-            respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
+            _answer(respond, text, blocks, "ephemeral", False)
 
     def on_reaction(event, client) -> None:
-        if event.get("reaction") != services.config.incidents.pin_reaction:
+        try:
+            reaction = payloads.parse(payloads.ReactionEvent, event, "event")
+        except payloads.BadPayload as e:
+            log.info("reaction not acted on: %s", e)
             return
-        item = event.get("item") or {}
-        if item.get("type") != "message":
+        item = reaction.item
+        if reaction.reaction != services.config.incidents.pin_reaction or item.type != "message":
             return
-        history = client.conversations_history(channel=item["channel"], latest=item["ts"], inclusive=True, limit=1)
+        if not item.channel or not item.ts:
+            log.info("reaction not acted on: event.item has no channel or ts")
+            return
+        try:
+            history = client.conversations_history(channel=item.channel, latest=item.ts, inclusive=True, limit=1)
+        except SlackApiError as e:
+            log.warning("pinned message %s in %s not read: %s", item.ts, item.channel, e.response.get("error"))
+            return
         messages = history.get("messages") or []
         text = messages[0].get("text", "") if messages else ""
-        by = Actor(id=event.get("user", ""), name="", origin="slack", channel=item["channel"])
-        pin_message(services, item["channel"], event.get("item_user", ""), text, item["ts"], by)
+        by = Actor(id=reaction.user, name="", origin="slack", channel=item.channel)
+        pin_message(services, item.channel, reaction.item_user, payloads.strip_controls(text or ""), item.ts, by)
 
     rules = services.config.alerts.slack_rules
 
     def on_message(event) -> None:
-        if event.get("subtype") not in (None, "bot_message"):
+        try:
+            message = payloads.parse(payloads.MessageEvent, event, "event")
+        except payloads.BadPayload as e:
+            log.info("message not read for alerts: %s", e)
             return
-        found = [a for rule in rules if rule.channel == event.get("channel")
-                 for a in [from_slack_message(event, rule, services.config)] if a is not None]
+        if message.subtype not in (None, "bot_message"):
+            return
+        plain = message.model_dump(exclude_none=True)
+        found = [a for rule in rules if rule.channel == message.channel
+                 for a in [from_slack_message(plain, rule, services.config)] if a is not None]
         if found:
             ingest(services, found)
             services.outbox.poke()
 
-    def check_form(ack, body, view) -> None:
+    def check_form(ack, body) -> None:
         try:
-            router.validate(services, view["callback_id"], _form_values(view))
+            submission = payloads.parse(payloads.ViewSubmission, body)
+        except payloads.BadPayload as e:
+            log.info("form submission not acted on: %s", e)
+            ack()
+            return
+        fields = _form_values(submission.view)
+        try:
+            for name, value in fields.items():
+                found = payloads.control_character(value)
+                if found is not None:
+                    raise FormError(name, f"remove the control character {found[1]} (at position {found[0]})")
+            router.validate(services, submission.view.callback_id, fields)
         except FormError as e:
             ack(response_action="errors", errors={e.field: e.message})
             return
         ack()
 
-    def on_form(body, view, client) -> None:
-        actor = _actor(body)
+    def on_form(body, client) -> None:
         try:
-            reply = router.submit(services, actor, view["callback_id"], view.get("private_metadata", ""),
-                                  _form_values(view))
+            submission = payloads.parse(payloads.ViewSubmission, body)
+        except payloads.BadPayload:
+            return  # logged by check_form
+        fields = _form_values(submission.view)
+        if any(payloads.control_character(v) for v in fields.values()):
+            return  # answered by check_form
+        actor = _actor(submission)
+        try:
+            router.validate(services, submission.view.callback_id, fields)  # refused by check_form: nothing to do
+            reply = router.submit(services, actor, submission.view.callback_id, submission.view.private_metadata,
+                                  fields)
         except FormError:
             return  # already answered by check_form
         if reply is not None:
@@ -183,6 +299,7 @@ def register(app: App, services: Services) -> None:
 
     app.command(services.command)(ack=_ack, lazy=[on_command])
     app.action(router.action_pattern())(ack=_ack, lazy=[on_click])
-    app.event("message")(ack=_ack, lazy=[on_message])
-    app.event("reaction_added")(ack=_ack, lazy=[on_reaction])
+    events = {"message": on_message, "reaction_added": on_reaction}
+    for kind in payloads.HANDLED_EVENTS:
+        app.event(kind)(ack=_ack, lazy=[events[kind]])
     app.view(router.form_pattern())(ack=check_form, lazy=[on_form])

@@ -1,0 +1,1 @@
+"""Alembic revisions: the only way drbot's schema changes (``drbot db upgrade``)."""

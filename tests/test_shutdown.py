@@ -1,0 +1,120 @@
+"""SIGTERM (what Kubernetes, Docker and systemd send) stops ``drbot run`` cleanly: exit 0,
+the outbox and the scheduler stopped (logged), and a run in the middle of a step is never
+cut mid-step: the step finishes within the grace period and the run is handed over as
+interrupted (Resume continues it), or, past the grace period, it is marked interrupted as
+after a crash. Real ``python -m transports run --mode http`` processes against the fake
+Slack Web API, on SQLite."""
+from __future__ import annotations
+
+import signal
+import time
+
+from sqlmodel import Session, select
+
+from bot.store import make_engine
+from bot.store.models import ChangeRequest, RequestState, Run, RunStep, StepState
+from tests.helpers import BotProcess, wait_until
+
+SECRET = "0b7c4e2f9a1d8e6c5b3a2f1e0d9c8b7a"
+CONFIG = """
+regions: [us-east-1, us-west-2]
+sources:
+  sim: {kind: sandbox, timeout: 2.0, action_delay: %s}
+watch: {enabled: false}
+digest: {enabled: false}
+approvals: {required_approvals: 1, approvers: [UBOB]}
+services:
+  - name: orders
+    rpo: 5m
+    rto: 15m
+    active: us-east-1
+    standby: us-west-2
+    lag: {source: sim}
+    health: {us-east-1: sim, us-west-2: sim}
+    traffic: {source: sim}
+    database: {source: sim}
+    runbooks:
+      failover:
+        - {name: switch writer, action: database.switchover, timeout: 30s}
+        - {name: shift traffic, action: traffic.shift, timeout: 30s}
+"""
+
+
+def _bot(tmp_path, fake_slack, action_delay: float, grace: float) -> tuple[BotProcess, str]:
+    config = tmp_path / "drbot.yaml"
+    config.write_text(CONFIG % action_delay)
+    url = f"sqlite:///{tmp_path}/drbot.db"
+    bot = BotProcess(tmp_path, "bot", config, url, fake_slack, SECRET, env={"DRBOT_SHUTDOWN_GRACE": str(grace)})
+    bot.wait_healthy()
+    return bot, url
+
+
+def _exit_code(bot: BotProcess, timeout: float) -> int:
+    return wait_until("the process to exit", lambda: bot.proc.poll() is not None and [bot.proc.returncode],
+                      timeout=timeout, details=bot.output)[0]
+
+
+def test_sigterm_when_idle_exits_0_after_stopping_its_workers(tmp_path, fake_slack):
+    bot, _ = _bot(tmp_path, fake_slack, 0, 5)
+    with bot:
+        started = time.monotonic()
+        bot.proc.send_signal(signal.SIGTERM)
+        assert _exit_code(bot, 15) == 0, bot.output()
+        assert time.monotonic() - started < 10
+        out = bot.output()
+        for line in ("stopping (SIGTERM)", "outbox worker stopped", "scheduler stopped", "drbot stopped"):
+            assert line in out, out
+
+
+def _failover_running_step_1(bot: BotProcess, url: str, fake_slack) -> tuple[int, object]:
+    bot.sender.slash_command("failover orders db down", user_id="UALICE", user_name="alice", channel_id="C1",
+                             response_url=fake_slack.response_url())
+    engine = make_engine(url)
+
+    def request():
+        with Session(engine) as s:
+            return s.exec(select(ChangeRequest)).first()
+
+    req = wait_until("the request posted", lambda: (r := request()) is not None and r.message_ts and r)
+    bot.sender.block_action("cr_approve", str(req.id), user_id="UBOB", channel_id="C1",
+                            message=fake_slack.message("C1", req.message_ts))
+
+    def step_1_running():
+        with Session(engine) as s:
+            return s.exec(select(RunStep).where(RunStep.position == 0, RunStep.state == StepState.RUNNING)).first()
+
+    wait_until("step 1 running", step_1_running, timeout=15, details=bot.output)
+    return req.id, engine
+
+
+def test_sigterm_during_a_step_lets_it_finish_then_hands_the_run_over(tmp_path, fake_slack):
+    bot, url = _bot(tmp_path, fake_slack, 2.0, 20)
+    with bot:
+        request_id, engine = _failover_running_step_1(bot, url, fake_slack)
+        bot.proc.send_signal(signal.SIGTERM)
+        assert _exit_code(bot, 30) == 0, bot.output()
+        with Session(engine) as s:
+            steps = s.exec(select(RunStep).order_by(RunStep.position)).all()
+            run = s.exec(select(Run)).one()
+            req = s.get(ChangeRequest, request_id)
+        # step 1 finished and was recorded; step 2 never started; the run waits for Resume
+        assert [(st.position, st.state) for st in steps] == [(0, StepState.SUCCEEDED)]
+        assert steps[0].ended_at is not None
+        assert run.state is RequestState.INTERRUPTED and req.state is RequestState.INTERRUPTED
+        assert "handed over after step 1" in bot.output()
+        engine.dispose()
+
+
+def test_sigterm_past_the_grace_period_marks_the_run_interrupted(tmp_path, fake_slack):
+    bot, url = _bot(tmp_path, fake_slack, 6.0, 0.5)
+    with bot:
+        request_id, engine = _failover_running_step_1(bot, url, fake_slack)
+        bot.proc.send_signal(signal.SIGTERM)
+        assert _exit_code(bot, 20) == 0, bot.output()
+        with Session(engine) as s:
+            run = s.exec(select(Run)).one()
+            step = s.exec(select(RunStep)).one()
+        # recorded as it was: the step started and did not end; the run is interrupted, not failed
+        assert run.state is RequestState.INTERRUPTED and step.state is StepState.RUNNING and step.ended_at is None, bot.output()
+        assert "still in a step after" in bot.output()
+        engine.dispose()
