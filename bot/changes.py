@@ -22,6 +22,8 @@ from bot import drill_calendar
 from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.directory import DirectoryError
+from bot.metrics import decision_outcome
+from bot.oplog import op
 from bot.plans import CALENDAR_KINDS
 from bot.policy import Policy, policy_for
 from bot.preflight import run_preflight
@@ -57,6 +59,7 @@ class Decision:
     reply: Reply | None = None
     changed: bool = False
     approved: bool = False
+    service: str = ""
 
 
 def load(session: Session, request_id: int, lock: bool = False) -> ChangeRequest:
@@ -140,6 +143,9 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
         if break_glass:
             queue_break_glass(services, s, req)
     _after(services, approved=break_glass)
+    services.metrics.created.labels(kind.value).inc()
+    op("request.created", request_id=req.id, kind=kind.value, service=service, user=actor.id,
+       break_glass=break_glass or None, not_before=postpone_to)
     return req
 
 
@@ -181,6 +187,7 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
     try:
         with session_scope(services.engine) as s:
             req = load(s, request_id, lock=True)
+            decision.service = req.service
             now = services.clock()
             _check_open(s, req, now, decision, verb)
             if decision.reply is None:
@@ -196,6 +203,9 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
         decision.reply = r.reply()
     if decision.changed:
         _after(services, approved=decision.approved)
+    outcome = decision_outcome(verb, decision)
+    services.metrics.decision(verb, outcome)
+    op(f"request.{verb}", request_id=request_id, service=decision.service or None, user=actor.id, outcome=outcome)
     return decision
 
 

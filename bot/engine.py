@@ -33,6 +33,8 @@ from bot.drill_proof import drill_values
 from bot.identity import OWNER
 from bot.plans import CALENDAR_KINDS, Planned, steps_for
 from bot.measurements import LOSSY, lag_before_cutover, measure
+from bot.metrics import aware as _aware
+from bot.oplog import op
 from bot.preflight import Preflight, run_preflight
 from bot.request_events import queue_message, queue_progress, queue_report
 from bot.run_facts import at_start
@@ -228,6 +230,8 @@ class Runner:
             progress_of = s.get(ChangeRequest, run.request_id)
             queue_progress(sv, s, progress_of)
             s.refresh(run)
+        sv.metrics.runs_started.labels(req.kind.value).inc()
+        op("run.started", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service, owner=OWNER)
         return req, run, planned, first, reason
 
     @staticmethod
@@ -308,6 +312,10 @@ class Runner:
         record(s, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id, service=req.service,
                text=p.step.name, detail={"run": run.id, "position": p.position, "error": ended.error,
                                          "seconds": (now - row.started_at).total_seconds()})
+        sv.metrics.steps.labels(p.step.action, ended.state.value).observe((now - row.started_at).total_seconds())
+        op("run.step", request_id=req.id, run_id=run.id, service=req.service, step=p.position + 1, action=p.step.action,
+           outcome=ended.state.value, seconds=round((now - row.started_at).total_seconds(), 3),
+           error=ended.error or None)
 
     def _finish(self, req: ChangeRequest, run: Run, ended: _Ended | None, state: RequestState, why: str,
                 diverged: bool = False, succeeded: bool = False, stale: Preflight | None = None) -> None:
@@ -350,6 +358,11 @@ class Runner:
             if req.kind is RequestKind.DRILL:
                 queue_report(sv, s, current)
         self._poke_outbox()
+        seconds = (now - _aware(run.started_at)).total_seconds()
+        sv.metrics.run_finished(req.kind.value, req.service, state.value, seconds, values)
+        op("run.finished", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service,
+           outcome=state.value, reason=why or None, seconds=round(seconds, 3),
+           rto_s=values.get("measured_rto_s"), rpo_s=values.get("measured_rpo_s"))
         self.done.set()
 
     def _poke_outbox(self) -> None:

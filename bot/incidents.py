@@ -16,6 +16,7 @@ from bot.audit import SYSTEM, record
 from bot.changes import Refused
 from bot.events import ArchivePostmortem, IncidentChannel, IncidentResolved, IncidentReminder, StatuspagePreview
 from bot.events import StatuspagePublish
+from bot.oplog import op
 from bot.outbox.queue import enqueue, parse
 from bot.permissions import require
 from bot.render import Reply
@@ -110,6 +111,8 @@ def _open(services: Services, s: Session, actor: Actor, title: str, severity: st
            detail={"severity": severity, "services": names})
     enqueue(s, IncidentChannel(incident_id=inc.id), now)
     publish_status(services, s, inc, first=True)
+    services.metrics.incidents.labels("opened").inc()
+    op("incident.opened", incident_id=inc.id, service=",".join(names), severity=severity, user=actor.id)
     return inc
 
 
@@ -127,6 +130,9 @@ def set_status(services: Services, s: Session, actor: Actor, inc: Incident, stat
     record(s, actor, "incident.status", target=inc.title, incident_id=inc.id, text=message,
            detail={"from": previous, "to": status})
     publish_status(services, s, inc, message=message)
+    services.metrics.incidents.labels(status).inc()
+    op("incident.status", incident_id=inc.id, service=",".join(services_of(inc)), user=actor.id, outcome=status,
+       previous=previous)
     if status == "resolved":
         enqueue(s, IncidentResolved(incident_id=inc.id), now)
         if services.config.archive is not None:

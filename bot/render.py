@@ -29,7 +29,8 @@ BUNDLED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def templates_dir() -> Path:
-    """``$DRBOT_TEMPLATES``, or the templates/ folder next to the bot package."""
+    """``$DRBOT_TEMPLATES``, or the templates/ folder next to the bot package: the package
+    data of an installed wheel (site-packages/templates), or the checkout's in an editable install."""
     return Path(os.environ.get("DRBOT_TEMPLATES") or BUNDLED_TEMPLATES)
 MAX_BLOCKS = 50
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -11,6 +11,7 @@ from bot.collector import Collector
 from bot.config import Config, LoadedConfig
 from bot.directory import Directory
 from bot.messenger import Messenger, RecordingMessenger
+from bot.metrics import Metrics
 from bot.render import Renderer
 from bot.status import StatusService
 from integrations.base import Backend
@@ -33,6 +34,8 @@ class Services:
     """bot.outbox.Worker, set by bot.wiring."""
     scheduler: Any = None
     """bot.scheduler.Scheduler (started by ``drbot run`` only), set by bot.wiring."""
+    metrics: Metrics = field(default_factory=Metrics)
+    """Counters and histograms (bot.metrics), served at /metrics; one registry per Services."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

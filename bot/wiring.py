@@ -16,6 +16,7 @@ from bot.config import LoadedConfig, load_config
 from bot.delivery import registry
 from bot.digest import digest_once
 from bot.engine import Runner
+from bot.metrics import Metrics
 from bot.incidents import remind_due
 from bot.outbox.worker import Worker
 from bot.scheduler import Scheduler
@@ -70,7 +71,9 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
         status=StatusService(loaded, collector, engine, clock),
         renderer=Renderer(loaded.config.timezone),
         clock=clock,
+        metrics=Metrics(),
     )
+    services.metrics.watch(services)  # outbox depth, verdicts, leadership: read at each scrape
     services.runner = Runner(services, inline=inline_runs)
     services.outbox = Worker(services, registry.kinds(loaded.config), registry.limits(loaded.config),
                              inline=inline_runs)

@@ -10,6 +10,7 @@ import uuid
 
 from bot.actor import Actor
 from bot.changes import Refused
+from bot.oplog import op
 from bot.permissions import check as check_permission
 from bot.render import Reply
 from bot.services import Services
@@ -65,6 +66,16 @@ def _failed(what: str, actor: Actor, e: Exception) -> Reply:
 
 
 def dispatch(services: Services, actor: Actor, text: str) -> Reply:
+    reply = _dispatch(services, actor, text)
+    first = text.strip().split(maxsplit=1)
+    kind = first[0].lower() if first and first[0].lower() in _BY_NAME else ("help" if not first else "unknown")
+    outcome, reason = services.metrics.handled("command", kind, reply)
+    if reason:
+        op("command.refused", command=kind, user=actor.id, outcome=outcome, reason=reason)
+    return reply
+
+
+def _dispatch(services: Services, actor: Actor, text: str) -> Reply:
     words = split(text.strip())
     name, args = (words[0].lower(), words[1:]) if words else ("help", [])
     rest = text.strip()[len(words[0]):].strip() if words else ""
@@ -85,6 +96,14 @@ def dispatch(services: Services, actor: Actor, text: str) -> Reply:
 def click(services: Services, actor: Actor, action_id: str, value: str) -> Reply | None:
     """Handle one click; returns what only the clicker should see (None: nothing to say,
     the message itself shows the new state)."""
+    reply = _click(services, actor, action_id, value)
+    outcome, reason = services.metrics.handled("click", action_id if action_id in _BY_ACTION else "unknown", reply)
+    if reason and action_id not in ("cr_approve", "cr_deny", "cr_cancel"):  # bot.changes.decide logs those
+        op("click.refused", action=action_id, value=value[:80], user=actor.id, outcome=outcome, reason=reason)
+    return reply
+
+
+def _click(services: Services, actor: Actor, action_id: str, value: str) -> Reply | None:
     button = _BY_ACTION.get(action_id)
     if button is None:
         return Reply("refused", {"code": "unknown_action", "p": {"action": action_id}})

@@ -268,7 +268,8 @@ def test_bad_or_missing_token_is_refused_and_nothing_is_stored(app, alert_servic
     assert r.status_code == 401
     assert rows(alert_services, Alert) == []
     assert rows(alert_services, Incident) == []
-    assert alert_services.extras["counters"]["alerts_rejected_auth"] == 4
+    assert alert_services.metrics.registry.get_sample_value(
+        "drbot_alerts_rejected_total", {"endpoint": "alertmanager", "reason": "unauthenticated"}) == 4
 
 
 def test_unknown_service_is_stored_and_reported(app, alert_services, http):
@@ -492,7 +493,9 @@ def test_sns_subscription_confirmation_is_answered(app, alert_services, sns, sns
 
 def test_sns_cloudwatch_alarm_is_verified_and_stored(app, alert_services, sns, sns_key, http):
     fetcher, confirmed = sns
-    counters = alert_services.extras.setdefault("counters", {})
+    def sns_rejected() -> float:
+        return sum(alert_services.metrics.registry.get_sample_value(
+            "drbot_alerts_rejected_total", {"endpoint": "sns", "reason": why}) or 0 for why in ("forbidden", "unavailable"))
 
     r = post_sns(http, app, sns_sign(sns_notification(cloudwatch_alarm()), sns_key))
     assert r.status_code == 200, r.text
@@ -506,14 +509,14 @@ def test_sns_cloudwatch_alarm_is_verified_and_stored(app, alert_services, sns, s
     assert alert.starts_at == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
     [inc] = rows(alert_services, Incident)  # critical: it opens an incident
     assert alert.incident_id == inc.id
-    assert counters.get("sns_rejected", 0) == 0
+    assert sns_rejected() == 0
 
     # the same notification with the Message altered after signing
     signed = sns_sign(sns_notification(cloudwatch_alarm()), sns_key)
     tampered = {**signed, "Message": json.dumps(cloudwatch_alarm("OK"))}
     r = post_sns(http, app, tampered)
     assert r.status_code == 403 and "signature" in r.json()["error"]
-    assert counters["sns_rejected"] == 1
+    assert sns_rejected() == 1
 
     # a certificate outside SNS is refused before anything is fetched
     fetched = len(fetcher.calls)
@@ -522,14 +525,14 @@ def test_sns_cloudwatch_alarm_is_verified_and_stored(app, alert_services, sns, s
     r = post_sns(http, app, evil)
     assert r.status_code == 403 and "not on an Amazon SNS host" in r.json()["error"]
     assert len(fetcher.calls) == fetched
-    assert counters["sns_rejected"] == 2
+    assert sns_rejected() == 2
 
     # a topic drbot does not subscribe to
     other = sns_sign({**sns_notification(cloudwatch_alarm("OK")),
                       "TopicArn": "arn:aws:sns:us-east-1:999999999999:someone-else"}, sns_key)
     r = post_sns(http, app, other)
     assert r.status_code == 403 and "topic" in r.json()["error"]
-    assert counters["sns_rejected"] == 3
+    assert sns_rejected() == 3
 
     assert confirmed == []
     [alert] = rows(alert_services, Alert)  # none of the refused messages changed anything

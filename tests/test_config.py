@@ -617,3 +617,61 @@ def test_check_config_on_the_demo_exits_0(cli_env, capsys):
     assert "ok   demo (sandbox): SANDBOX" in out
     assert "all sources answered" in out
     assert "FAIL" not in out
+
+
+# -- every problem of a file in one run ---------------------------------------------------
+
+FOUR_ERRORS = edit("  - name: payments\n    rpo: 5m", "  - name: payments\n    rpo: soon",          # a bad value
+                   edit("  required_approvals: 1", "  required_approvals: 0",                        # another
+                        edit("    kind: http_probe", "    kind: http_prob",                          # a source
+                             edit("lag: {source: demo}", "lag: {source: dmeo}"))))                   # a reference
+
+
+def test_a_file_with_four_errors_reports_four():
+    err = fail(FOUR_ERRORS)
+    assert len(err.problems) == 4, err.render()
+    paths = by_path(err)
+    assert set(paths) == {"services[1].rpo", "approvals.required_approvals", "sources.probe.kind",
+                          "services[0].lag.source"}
+    assert paths["services[1].rpo"][0].line == line_of(FOUR_ERRORS, "rpo: soon")
+    assert paths["approvals.required_approvals"][0].line == line_of(FOUR_ERRORS, "required_approvals: 0")
+    assert paths["sources.probe.kind"][0].message == "unknown kind 'http_prob' (did you mean 'http_probe'?)"
+    assert paths["services[0].lag.source"][0].message == "no source named 'dmeo' (did you mean 'demo'?)"
+    assert paths["services[0].lag.source"][0].line == line_of(FOUR_ERRORS, "dmeo")
+    assert [p.line for p in err.problems] == sorted(p.line for p in err.problems)  # in the file's order
+
+
+def test_references_of_a_service_after_a_broken_one_keep_their_index():
+    text = edit("  - name: orders\n    tier: critical", "  - name: orders\n    tier: urgent",
+                edit("      source: demo\n      warning: 2m", "      source: nowhere\n      warning: 2m"))
+    paths = by_path(fail(text))
+    assert set(paths) == {"services[0].tier", "services[1].lag.source"}, paths
+    assert paths["services[1].lag.source"][0].line == line_of(text, "nowhere")
+
+
+def test_a_broken_source_spec_does_not_also_make_its_references_unknown():
+    text = edit("    url: https://orders.example.com/healthz", "    url: https://orders.example.com/healthz\n    retries: many",
+                edit("  required_approvals: 1", "  required_approvals: many"))
+    paths = by_path(fail(text))
+    assert set(paths) == {"sources.probe.retries", "approvals.required_approvals"}, paths
+
+
+def test_a_missing_env_var_in_a_typed_field_is_one_sentence_of_drbot():
+    text = edit("    rpo: 5m\n    rto: 15m", "    rpo: ${ORDERS_RPO}\n    rto: 15m",
+                edit("    url: https://orders.example.com/healthz", "    url: ${PROBE_URL}"))
+    err = fail(text)
+    assert [(p.path, p.message) for p in err.problems] == [
+        ("sources.probe.url", "environment variable PROBE_URL is not set (export it, or write ${PROBE_URL:-default})"),
+        ("services[0].rpo", "environment variable ORDERS_RPO is not set (export it, or write ${ORDERS_RPO:-default})"),
+    ]
+
+
+def test_check_config_prints_every_problem_with_file_and_line(tmp_path, capsys):
+    path = tmp_path / "drbot.yaml"
+    path.write_text(FOUR_ERRORS)
+    assert main(["check-config", "--config", str(path)]) == EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(f"{path}:")]
+    assert len(lines) == 4, err
+    assert f"{path}:{line_of(FOUR_ERRORS, 'dmeo')}: services[0].lag.source: no source named 'dmeo'" in err
+    assert "Traceback" not in err and "Input should" not in err

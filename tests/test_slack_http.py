@@ -102,11 +102,12 @@ def test_refresh_button_replaces_the_message(app, fake_slack):
     assert reply.params["blocks"][0]["text"]["text"].startswith("orders")
 
 
-def test_healthz_reports_database(app):
+def test_healthz_is_liveness_and_readyz_reports_database(app):
     import httpx
 
-    r = httpx.get(app.url + "/healthz")
-    assert r.status_code == 200 and r.json() == {"ok": True, "database": "ok"}
+    assert httpx.get(app.url + "/healthz").json() == {"ok": True}
+    r = httpx.get(app.url + "/readyz")
+    assert r.status_code == 200 and r.json()["database"] == "ok" and r.json()["schema"] == "current"
 
 
 def test_drills_are_shown_in_the_readers_time_zone(app, fake_slack):

@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
-from bot import wiring
+from bot import oplog, wiring
 from bot.check import check_config
 from bot.config import ConfigError, load_config
 from bot.evidence import export
@@ -18,16 +19,26 @@ from bot.store import make_engine
 from bot.store.schema import SchemaBehind, current, head, pending, upgrade
 from bot.report_json import report_to_dict
 from commands.router import click, dispatch
-from transports.serve import run
+from transports.serve import pick_mode, run
 from transports.shell import Shell
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BAD_CONFIG = 0, 1, 2
 log = logging.getLogger("drbot")
 
 
+def drbot_version() -> str:
+    """The installed package's version (pyproject.toml), or "unknown" when run from a bare tree."""
+    try:
+        return version("drbot")
+    except PackageNotFoundError:  # pragma: no cover - sources on sys.path without an install
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drbot", description="Slack ChatOps bot for multi-region disaster recovery.")
-    p.add_argument("--log-level", default=os.environ.get("DRBOT_LOG_LEVEL", "INFO"))
+    p.add_argument("--version", action="version", version=f"drbot {drbot_version()}")
+    p.add_argument("--log-level", default=os.environ.get("DRBOT_LOG_LEVEL"),
+                   help="default: $DRBOT_LOG_LEVEL, else INFO for `run` and WARNING for other commands")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def with_config(sp):
@@ -70,9 +81,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:  # third-party loggers at WARNING; DRBOT_LOG_FORMAT=json: one JSON object per line
+        oplog.setup(args.log_level or ("INFO" if args.cmd == "run" else "WARNING"),
+                    os.environ.get("DRBOT_LOG_FORMAT", "text"), os.environ.get("DRBOT_LOG_LEVEL_LIBS", "WARNING"),
+                    sys.stderr)
+    except ValueError as e:
+        print(f"drbot: {e}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     if args.cmd == "db":
         return _db(args.action)
     if args.cmd == "evidence" and args.evidence_cmd == "verify":
@@ -103,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         shell = Shell(services, dispatch, user=args.user, click=click)
         recover_interrupted(services)
         return shell.loop()
+    log.info("drbot %s starting: config %s, mode %s, store %s", drbot_version(), os.path.abspath(path),
+             pick_mode(args.mode) or "unset", services.engine.dialect.name,
+             extra={"op": "start", "keys": {"version": drbot_version(), "config": os.path.abspath(path),
+                                            "mode": pick_mode(args.mode), "store": services.engine.dialect.name}})
     return run(services, mode=args.mode, host=args.host, port=args.port)
 
 
@@ -128,11 +147,15 @@ def _status(services, service: str | None, as_json: bool) -> int:
               file=sys.stderr)
         return EXIT_BAD_CONFIG
     report = services.status.report(service, history=service is not None)
-    if as_json:
-        print(json.dumps(report_to_dict(report, services.renderer), indent=2))
-    else:
-        template = "status_detail" if service else "status_summary"
-        sys.stdout.write(services.renderer.text(Reply(template, {"report": report, "command": services.command})))
+    try:
+        if as_json:
+            print(json.dumps(report_to_dict(report, services.renderer), indent=2))
+        else:
+            template = "status_detail" if service else "status_summary"
+            sys.stdout.write(services.renderer.text(Reply(template, {"report": report, "command": services.command})))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `drbot status --json | head`: the reader left; the rest goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK if report.all_ready else EXIT_NOT_READY
 
 

@@ -1,5 +1,8 @@
-"""HTTP mode: one Starlette app serving Slack (``POST /slack/events``), the alert webhooks
-and ``/healthz``.
+"""HTTP mode: one Starlette app serving Slack (``POST /slack/events``), the alert webhooks,
+``/metrics`` (Prometheus text format), ``/healthz`` (liveness: the process answers; no
+database) and ``/readyz`` (readiness: the database answers, its schema is current, and in
+Socket Mode the Slack connection is up; else 503 with the reason as JSON). In Socket Mode
+the same server runs without ``/slack/events``.
 
 Every Slack request is checked here before Bolt sees it (``transports.limits`` has the
 limits): at most 1 MiB (413), UTF-8 (400), a JSON object or a form as Slack sends them, not
@@ -24,9 +27,11 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.routing import Route
 
 from bot.services import Services
+from bot.store.schema import pending
 from transports import webhooks
 from transports.limits import SLACK_BODY, UNIX_TIME, Rejected, check_depth, parse_json, problem, read_body, utf8
 from transports.slack.payloads import BadPayload, check
@@ -89,8 +94,9 @@ async def _slack_request(request: Request, verifier: SignatureVerifier) -> BoltR
     return BoltRequest(body=body, query=str(request.query_params), headers=headers, mode="socket_mode")
 
 
-def build_http_app(services: Services, bolt_app: App | None) -> Starlette:
-    """``bolt_app`` is None in Socket Mode: then ``/slack/events`` is not served at all."""
+def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any = None) -> Starlette:
+    """``bolt_app`` is None in Socket Mode: then ``/slack/events`` is not served at all, and
+    ``socket_handler`` (slack_bolt's SocketModeHandler) tells ``/readyz`` whether Slack is connected."""
     secret = getattr(bolt_app, "signing_secret", None) if bolt_app is not None else None
     verifier = SignatureVerifier(secret) if secret else None
 
@@ -111,19 +117,37 @@ def build_http_app(services: Services, bolt_app: App | None) -> Starlette:
                         headers=result.first_headers_without_set_cookie())
 
     async def healthz(_request: Request) -> Response:
-        try:
-            await run_in_threadpool(_db_ping, services)
-        except Exception as e:
-            log.warning("healthz: database check failed: %s", e)
-            return JSONResponse({"ok": False, "database": "unreachable"}, status_code=503)
-        return JSONResponse({"ok": True, "database": "ok"})
+        return JSONResponse({"ok": True})
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *webhooks.routes(services)]
+    async def readyz(_request: Request) -> Response:
+        reason = await run_in_threadpool(_not_ready, services, socket_handler)
+        if reason:
+            log.warning("readyz: not ready: %s", reason)
+            return JSONResponse({"ok": False, "reason": reason}, status_code=503)
+        return JSONResponse({"ok": True, "database": "ok", "schema": "current",
+                             "slack": "connected" if socket_handler is not None else "http"})
+
+    async def metrics(_request: Request) -> Response:
+        body = await run_in_threadpool(services.metrics.exposition)  # reads the database
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
+              Route("/metrics", metrics, methods=["GET"]), *webhooks.routes(services)]
     if bolt_app is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)
 
 
-def _db_ping(services: Services) -> None:
-    with services.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
+def _not_ready(services: Services, socket_handler: Any) -> str:
+    """Why this process should not get traffic now ('' when ready)."""
+    try:
+        with services.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        missing = pending(services.engine)
+    except Exception as e:
+        return f"database unreachable: {type(e).__name__}"
+    if missing:
+        return f"database schema behind this drbot (missing revisions: {', '.join(missing)}); run drbot db upgrade"
+    if socket_handler is not None and not socket_handler.client.is_connected():
+        return "not connected to Slack (Socket Mode)"
+    return ""

@@ -11,11 +11,12 @@ from typing import Iterator
 
 import uvicorn
 from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk.errors import SlackApiError
 
 from bot.followups import recover_interrupted
 from bot.services import Services
 from transports.http import build_http_app
-from transports.slack.app import SlackSettings, build_app
+from transports.slack.app import SlackSettings, build_app, make_client
 
 log = logging.getLogger(__name__)
 GRACE = float(os.environ.get("DRBOT_SHUTDOWN_GRACE", "25"))
@@ -68,6 +69,10 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     settings = SlackSettings(bot_token=env["SLACK_BOT_TOKEN"],
                              signing_secret=env.get("SLACK_SIGNING_SECRET") if mode == "http" else None,
                              api_url=env.get("SLACK_API_URL"))
+    refused = _slack_refuses(settings)
+    if refused:
+        print(f"drbot run: {refused}", file=sys.stderr)
+        return 2
     app = build_app(services, settings)
     interrupted = recover_interrupted(services)
     if interrupted:
@@ -78,8 +83,9 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
     if mode == "socket":
         handler = SocketModeHandler(app, env["SLACK_APP_TOKEN"])
         handler.connect()  # background threads; the HTTP server below keeps the process alive
-        log.info("connected to Slack in Socket Mode; serving /healthz on http://%s:%d", host, port)
-        http_app = build_http_app(services, None)
+        log.info("connected to Slack in Socket Mode; serving /healthz, /readyz, /metrics on http://%s:%d",
+                 host, port)
+        http_app = build_http_app(services, None, socket_handler=handler)
     else:
         log.info("HTTP mode: Slack events at http://%s:%d/slack/events", host, port)
         http_app = build_http_app(services, app)
@@ -92,6 +98,26 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
         logging.shutdown()
         os._exit(0)  # do not wait for it (the pool's threads would hold the exit)
     return 0
+
+
+def _slack_refuses(settings: SlackSettings) -> str | None:
+    """One auth.test before anything starts: a sentence saying what is wrong, or None."""
+    client = make_client(settings)
+    try:
+        client.auth_test()
+    except SlackApiError as e:
+        error = e.response.get("error") if e.response is not None else None
+        if e.response is not None and (e.response.status_code >= 500 or e.response.status_code == 429):
+            return (f"Slack answered auth.test with HTTP {e.response.status_code} ({error or 'no error given'}): "
+                    "Slack is having trouble, not drbot's token. Start drbot again in a minute.")
+        return (f"Slack refused SLACK_BOT_TOKEN (auth.test: {error or e.response.status_code}). Use the app's "
+                "Bot User OAuth Token (xoxb-..., Slack app settings > OAuth & Permissions) and check that "
+                "the app is installed in the workspace.")
+    except Exception as e:  # DNS, refused connection, TLS, timeout: Slack is not reachable from here
+        why = " ".join(str(e).split())  # one line, whatever the library put in it
+        return (f"cannot reach Slack at {client.base_url} ({type(e).__name__}: {why}). Check this host's "
+                "network, proxy and DNS (or SLACK_API_URL if you set it), then start drbot again.")
+    return None
 
 
 def _stop(services: Services, why: str, socket_handler: SocketModeHandler | None) -> bool:

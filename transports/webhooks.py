@@ -12,7 +12,8 @@ its sender documents (``bot.alerts.normalise``): 400 naming the field. Up to
 ``bot.alerts.batches.PART`` alerts are ingested before the answer (200, with what was
 stored); a larger notification, up to ``MAX_ALERTS``, is queued in parts and answered 202
 at once; more is refused (413). Nothing here answers 500 to bad input, and rejections are
-logged with the reason and the size, never the body.
+logged (``alert.rejected``, ``bot.oplog``) with the reason and the size, never the body,
+and counted in ``drbot_alerts_rejected_total{endpoint, reason}``.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from starlette.routing import Route
 
 from bot.alerts import batches
 from bot.alerts.normalise import BadPayload, from_alertmanager, from_cloudwatch_sns, from_webhook
+from bot.oplog import op
 from bot.services import Services
 from integrations.aws.sns_confirm import confirm_subscription
 from integrations.aws.sns_verify import CertificateUnavailable, SignatureInvalid, SnsVerifier
@@ -44,9 +46,8 @@ def _problem(status: int, message: str) -> JSONResponse:
     return JSONResponse({"ok": False, "error": message}, status_code=status)
 
 
-def _count(services: Services, name: str) -> None:
-    counters = services.extras.setdefault("counters", {})
-    counters[name] = counters.get(name, 0) + 1
+def _endpoint(request: Request) -> str:
+    return request.url.path.rsplit("/", 1)[-1]
 
 
 def _take(services: Services, alerts: list) -> tuple[int, dict]:
@@ -60,22 +61,21 @@ def _take(services: Services, alerts: list) -> tuple[int, dict]:
     return 200, {"ok": True, **result.as_dict()}
 
 
-async def _accept(services: Services, normalise: Callable[[Any], list], data: Any) -> Response:
+async def _accept(services: Services, endpoint: str, normalise: Callable[[Any], list], data: Any) -> Response:
     alerts = normalise(data)  # raises BadPayload
     if len(alerts) > MAX_ALERTS:
         raise Rejected(413, f"{len(alerts)} alerts in one request; at most {MAX_ALERTS} are taken "
                             "(set max_alerts in Alertmanager's webhook_config)")
     status, answer = await run_in_threadpool(_take, services, alerts)
-    _count(services, "alerts_received")
+    services.metrics.alerts.labels(endpoint).inc(len(alerts))
     return JSONResponse(answer, status_code=status)
 
 
 def _rejected(services: Services, request: Request, e: Rejected | BadPayload) -> JSONResponse:
     status, reason = (e.status, e.reason) if isinstance(e, Rejected) else (400, str(e))
-    if status in (401, 403):
-        _count(services, "alerts_rejected_auth")
-    log.info("%s rejected (%s): %s; %s bytes", request.url.path, status, reason,
-             request.headers.get("content-length", "?"))
+    services.metrics.alert_rejected(_endpoint(request), status)
+    op("alert.rejected", endpoint=request.url.path, status=status, reason=reason,
+       bytes=request.headers.get("content-length", "?"))
     return _problem(status, reason)
 
 
@@ -90,7 +90,7 @@ def routes(services: Services) -> list[Route]:
             if not hmac.compare_digest(given.encode(), f"Bearer {cfg.alertmanager_token}".encode()):
                 raise Rejected(401, "missing or wrong bearer token")
             data = parse_json(await read_body(request, ALERTS_BODY))
-            return await _accept(services, lambda d: from_alertmanager(d, services.config), data)
+            return await _accept(services, "alertmanager", lambda d: from_alertmanager(d, services.config), data)
         except (Rejected, BadPayload) as e:
             return _rejected(services, request, e)
 
@@ -109,7 +109,7 @@ def routes(services: Services) -> list[Route]:
             if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
                 raise Rejected(401, "bad X-Drbot-Signature")
             data = parse_json(body)
-            return await _accept(services, lambda d: from_webhook(d, services.config), data)
+            return await _accept(services, "webhook", lambda d: from_webhook(d, services.config), data)
         except (Rejected, BadPayload) as e:
             return _rejected(services, request, e)
 
@@ -119,7 +119,6 @@ def routes(services: Services) -> list[Route]:
         try:
             message = parse_json(await read_body(request, SNS_BODY))
             if not isinstance(message, dict) or message.get("TopicArn") not in cfg.sns_topics:
-                _count(services, "sns_rejected")
                 raise Rejected(403, "unknown SNS topic")
             verifier = services.extras.get("sns_verifier")
             if verifier is None:
@@ -127,10 +126,8 @@ def routes(services: Services) -> list[Route]:
             try:
                 await run_in_threadpool(verifier.verify, message)
             except CertificateUnavailable as e:  # may pass later: SNS retries a 5xx
-                _count(services, "sns_rejected")
                 raise Rejected(503, f"signature not verified yet: {e}") from None
             except SignatureInvalid as e:
-                _count(services, "sns_rejected")
                 raise Rejected(403, f"signature verification failed: {e}") from None
             kind = message.get("Type")
             if kind == "SubscriptionConfirmation":
@@ -139,11 +136,11 @@ def routes(services: Services) -> list[Route]:
                     await run_in_threadpool(confirm, message["SubscribeURL"])
                 except IntegrationError as e:
                     raise Rejected(503 if e.transient else 400, str(e)) from None
-                _count(services, "sns_confirmed")
+                services.metrics.sns_confirmed.inc()
                 return JSONResponse({"ok": True, "confirmed": message["TopicArn"]})
             if kind != "Notification":
                 return JSONResponse({"ok": True, "ignored": kind})
-            return await _accept(services, lambda m: [from_cloudwatch_sns(m, services.config)], message)
+            return await _accept(services, "sns", lambda m: [from_cloudwatch_sns(m, services.config)], message)
         except (Rejected, BadPayload) as e:
             return _rejected(services, request, e)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.config.models import Config
 from bot.config.runbooks import drill_notes
+from bot.config.salvage import renumber, salvage
 from integrations import registry
 from integrations.base import ARCHIVE, DATABASE, HEALTH, LAG, STATUS, TRAFFIC, BackendOptions
 
@@ -104,20 +105,34 @@ def parse_config(text: str, file: str = "<config>", environ: typing.Mapping[str,
         return Problem(loc, message, _line_for(lines, loc))
 
     problems = [located(p.loc, p.message) for p in problems]
+    unset = [p.loc for p in problems]  # an unset ${VAR} is its problem; not also the "" it left
+
+    def new(found: list[tuple[Loc, str]]) -> list[Problem]:
+        return [located(loc, msg) for loc, msg in found if not any(loc[:len(u)] == u for u in unset)]
+
     try:
         config = Config.model_validate(data)
+        kept: list[int] | None = None
+        broken: set[str] = set()
     except ValidationError as e:
-        problems += [located(loc, msg) for loc, msg in _explain(e, Config)]
-        raise ConfigError(file, problems) from None
+        errors = _explain(e, Config)
+        problems += new(errors)
+        config, kept, broken = salvage(data, [loc for loc, _ in errors])
+        if config is None:  # a required part is itself broken: nothing further can be checked
+            raise ConfigError(file, problems) from None
     options: dict[str, BackendOptions] = {}
-    for loc, msg in _check_sources(config, options):
-        problems.append(located(loc, msg))
-    for loc, msg in _check_references(config, options):
-        problems.append(located(loc, msg))
+    problems += new(_check_sources(config, options))
+    problems += new(renumber(_check_references(config, options, broken), kept))
     if problems:
-        raise ConfigError(file, problems)
+        raise ConfigError(file, _in_order(problems))
     notes = tuple(located(loc, msg) for loc, msg in _notes(config))
     return LoadedConfig(config=config, path=file, options=options, notes=notes)
+
+
+def _in_order(problems: list[Problem]) -> list[Problem]:
+    """In the order of the file (problems without a line first), each once."""
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda p: p.line or 0)
 
 
 # -- YAML line numbers -------------------------------------------------------------------
@@ -201,6 +216,9 @@ def _sentence(err: dict, model: type[BaseModel], loc: Loc) -> str:
         return (f"{value!r} is not a valid name (lower-case letters, digits, '-' and '_'; "
                 "must start with a letter or digit)") if "a-z0-9" in err["ctx"]["pattern"] \
             else f"{value!r} does not match {err['ctx']['pattern']}"
+    if kind in _BOUNDS:
+        word, key = _BOUNDS[kind]
+        return f"{value!r} is {word} {err['ctx'][key]}"
     if kind in ("too_short", "too_long"):
         return err["msg"].replace("List should", "needs to").replace("Dictionary should", "needs to")
     if kind.endswith("_type") or kind.endswith("_parsing"):
@@ -209,6 +227,10 @@ def _sentence(err: dict, model: type[BaseModel], loc: Loc) -> str:
                   "string": "text", "list": "list"}.get(wanted, wanted)
         return f"{value!r} is not a {wanted}"
     return err["msg"]
+
+
+_BOUNDS = {"greater_than_equal": ("below the minimum,", "ge"), "greater_than": ("too small: it must be above", "gt"),
+           "less_than_equal": ("above the maximum,", "le"), "less_than": ("too large: it must be below", "lt")}
 
 
 def _allowed_keys(model: type[BaseModel], loc: Loc) -> list[str]:
@@ -260,12 +282,16 @@ def _check_sources(config: Config, options: dict[str, BackendOptions]) -> list[t
     return out
 
 
-def _check_references(config: Config, options: dict[str, BackendOptions]) -> list[tuple[Loc, str]]:
+def _check_references(config: Config, options: dict[str, BackendOptions],
+                      broken: set[str] = frozenset()) -> list[tuple[Loc, str]]:
+    """``broken``: sources left out because their own spec is invalid (already reported)."""
     out: list[tuple[Loc, str]] = []
     regions = set(config.regions)
     seen: set[str] = set()
 
     def capable(source: str, capability: str) -> str | None:
+        if source in broken:
+            return None
         if source not in config.sources:
             hint = difflib.get_close_matches(source, list(config.sources), n=1)
             return f"no source named {source!r}" + (f" (did you mean '{hint[0]}'?)" if hint else "")

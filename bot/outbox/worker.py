@@ -21,6 +21,7 @@ from sqlmodel import col, select
 
 from bot.identity import OWNER
 from bot.messenger import DeliveryFailed
+from bot.oplog import op
 from bot.outbox.kinds import Kind, Outcome
 from bot.outbox.pacing import Limit, take
 from bot.outbox.queue import parse
@@ -197,8 +198,9 @@ class Worker:
                 s.execute(update(OutboxItem).where(col(OutboxItem.id).in_([f[0].id for f in following]))
                           .values(claimed_until=None).execution_options(synchronize_session=False))
         if dead:
-            log.error("outbox item %s (%s) given up after %s attempt(s): %s", item.id, item.kind, attempts,
-                      outcome.error)
+            sv.metrics.outbox_given_up.labels(item.kind).inc()
+            op("outbox.given_up", logging.ERROR, item_id=item.id, kind=item.kind, stream=item.stream, attempts=attempts,
+               reason=outcome.error)
         elif not outcome.delivered:
             log.warning("outbox item %s (%s) not delivered (attempt %s): %s", item.id, item.kind, attempts,
                         outcome.error)

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from slack_bolt import App
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -78,11 +79,21 @@ def _keep_bodies_out(logger: logging.Logger) -> None:
             target.addFilter(NoBodies())
 
 
+class _NoTokenUnusedWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment even when given a client, then warns
+    that the token "will be unused": the client carries that same token (make_client)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
 def build_app(services: Services, settings: SlackSettings) -> SlackApp:
     """A Bolt app wired to ``services``. Without a signing secret (Socket Mode) request
     verification is off, so the caller must not expose ``/slack/events`` over HTTP."""
     logger = logging.getLogger("drbot.slack")
     _keep_bodies_out(logger)
+    if not any(isinstance(f, _NoTokenUnusedWarning) for f in logger.filters):
+        logger.addFilter(_NoTokenUnusedWarning())
     app = SlackApp(
         client=make_client(settings),
         signing_secret=settings.signing_secret,
@@ -98,7 +109,7 @@ def build_app(services: Services, settings: SlackSettings) -> SlackApp:
 
 def attach(services: Services, client: WebClient) -> None:
     """The core posts through this Slack client and resolves user groups with it."""
-    services.messenger = SlackMessenger(client, services.renderer)
+    services.messenger = SlackMessenger(client, services.renderer, services.metrics)
     services.directory = Directory(lambda group: client.usergroups_users_list(usergroup=group)["users"], ttl=60)
 
 
