@@ -3,17 +3,19 @@ the outbox and the scheduler stopped (logged), and a run in the middle of a step
 cut mid-step: the step finishes within the grace period and the run is handed over as
 interrupted (Resume continues it), or, past the grace period, it is marked interrupted as
 after a crash. Real ``python -m transports run --mode http`` processes against the fake
-Slack Web API, on SQLite."""
+Slack Web API, on SQLite; the hand-over of the scheduler's leadership on PostgreSQL."""
 from __future__ import annotations
 
 import signal
 import time
 
+import pytest
 from sqlmodel import Session, select
 
 from bot.store import make_engine
 from bot.store.models import ChangeRequest, RequestState, Run, RunStep, StepState
 from tests.helpers import BotProcess, wait_until
+from tests.postgres import temporary_schema
 
 SECRET = "0b7c4e2f9a1d8e6c5b3a2f1e0d9c8b7a"
 CONFIG = """
@@ -118,3 +120,44 @@ def test_sigterm_past_the_grace_period_marks_the_run_interrupted(tmp_path, fake_
         assert run.state is RequestState.INTERRUPTED and step.state is StepState.RUNNING and step.ended_at is None, bot.output()
         assert "still in a step after" in bot.output()
         engine.dispose()
+
+
+PG_CONFIG = """
+regions: [us-east-1, us-west-2]
+sources:
+  sim: {kind: sandbox, timeout: 2.0}
+watch: {enabled: false}
+digest: {enabled: false}
+scheduler: {leader_poll: 1s}
+services:
+  - name: orders
+    rpo: 5m
+    rto: 15m
+    active: us-east-1
+    standby: us-west-2
+    lag: {source: sim}
+    health: {us-east-1: sim, us-west-2: sim}
+"""
+
+
+@pytest.mark.postgres
+def test_sigterm_to_the_leader_hands_leadership_to_the_other_replica(tmp_path, fake_slack, pg_url):
+    """Two replicas on one PostgreSQL schema: SIGTERM to the leader releases the scheduler's
+    lock as it stops, and the other replica leads within seconds (its poll interval)."""
+    config = tmp_path / "drbot.yaml"
+    config.write_text(PG_CONFIG)
+    with temporary_schema(pg_url) as url:
+        a = BotProcess(tmp_path, "a", config, url, fake_slack, SECRET, env={"DRBOT_SHUTDOWN_GRACE": "5"})
+        with a:
+            a.wait_healthy()
+            wait_until("a to lead", lambda: "is the leader" in a.output(), timeout=20, details=a.output)
+            b = BotProcess(tmp_path, "b", config, url, fake_slack, SECRET)
+            with b:
+                b.wait_healthy()
+                assert "is the leader" not in b.output()
+                a.proc.send_signal(signal.SIGTERM)
+                assert _exit_code(a, 20) == 0, a.output()
+                stopped = time.monotonic()
+                wait_until("b to lead", lambda: "is the leader" in b.output(), timeout=10, details=b.output)
+                assert time.monotonic() - stopped < 5, "the survivor took too long to lead"
+                assert "leadership released" in a.output()
