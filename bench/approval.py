@@ -57,7 +57,7 @@ def _wait_done(services, request_id: int, timeout: float = 30.0) -> ChangeReques
     raise TimeoutError(f"request {request_id} did not finish")
 
 
-def _posted(services, timeout: float = 10.0) -> ChangeRequest:
+def posted(services, timeout: float = 10.0) -> ChangeRequest:
     """The newest request, once the outbox has posted its message (the click needs it)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -77,7 +77,7 @@ def run(tmp: str, rounds: int = 20) -> dict:
         for i in range(rounds):
             target = "failover" if i % 2 == 0 else "failback"
             dispatch(services, alice, f"{target} orders bench round {i}")
-            req = _posted(services)
+            req = posted(services)
             sent = datetime.now(timezone.utc)
             r = app.sender.block_action("cr_approve", str(req.id), user_id="UBOB", channel_id="C_BENCH",
                                         message=fake.message("C_BENCH", req.message_ts))

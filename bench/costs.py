@@ -14,6 +14,7 @@ import time
 from sqlalchemy import event
 from sqlmodel import col, func, select
 
+from bench.approval import posted
 from bot.actor import Actor
 from bot.config import parse_config
 from bot.store import make_engine, session_scope
@@ -55,13 +56,7 @@ def run(tmp: str, rounds: int = 6) -> dict:
         for i in range(rounds):
             kind = "failover" if i % 2 == 0 else "failback"
             dispatch(services, alice, f"{kind} orders cost round {i}")
-            with session_scope(observer) as s:
-                req = s.exec(select(ChangeRequest).order_by(col(ChangeRequest.id).desc())).first()
-            deadline = time.monotonic() + 10
-            while not req.message_ts and time.monotonic() < deadline:  # the message is posted
-                time.sleep(0.02)
-                with session_scope(observer) as s:
-                    req = s.get(ChangeRequest, req.id)
+            req = posted(services)  # the click needs the message
             time.sleep(1.5)  # the worker is idle again
             c0, w0 = commits[0], sum(len(fake.calls(m)) for m in CHAT_WRITES)
             r = app.sender.block_action("cr_approve", str(req.id), user_id="UBOB", channel_id="C_COST",

@@ -32,15 +32,6 @@ def prepare(services: Services, s: Session, ev: DrillPost) -> tuple[str, Reply, 
 def deliver(services: Services, ev: DrillPost, prepared: tuple[str, Reply, str], _item: int) -> Outcome:
     what, reply, thread_ts = prepared
     ts = services.messenger.post(ev.channel, reply, thread_ts=thread_ts or None)
-    if what != "root":
-        if what != "announce":
-            return Outcome(result={"ts": ts})
-
-        def refreshed(s: Session) -> None:  # the root message shows how long until the start
-            occ = s.get(DrillOccurrence, ev.occurrence_id)
-            queue_message(services, s, s.get(ChangeRequest, occ.request_id))
-
-        return Outcome(result={"ts": ts}, apply=refreshed)
 
     def rooted(s: Session) -> None:
         occ = s.get(DrillOccurrence, ev.occurrence_id)
@@ -51,4 +42,8 @@ def deliver(services: Services, ev: DrillPost, prepared: tuple[str, Reply, str],
         if schedule and schedule.maintenance and services.config.statuspage is not None:
             enqueue(s, DrillMaintenance(occurrence_id=occ.id), services.clock())
 
-    return Outcome(result={"ts": ts}, apply=rooted)
+    def refreshed(s: Session) -> None:  # the root message shows how long until the start
+        occ = s.get(DrillOccurrence, ev.occurrence_id)
+        queue_message(services, s, s.get(ChangeRequest, occ.request_id))
+
+    return Outcome(result={"ts": ts}, apply={"root": rooted, "announce": refreshed}.get(what))

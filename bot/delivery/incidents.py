@@ -13,6 +13,7 @@ from bot.events import (
 )
 from bot.incident_view import incident_context, statuspage_body
 from bot.incidents import services_of
+from bot.messenger import DeliveryFailed
 from bot.outbox.kinds import Outcome
 from bot.render import Reply
 from bot.services import Services
@@ -21,27 +22,20 @@ from bot.store.incident_tables import Incident
 
 
 
-def _incident(services: Services, incident_id: int) -> tuple[Incident, dict]:
+def _incident(services: Services, incident_id: int, in_channel: bool = True) -> tuple[Incident, dict]:
+    """The incident and its context. ``in_channel``: a post in its channel, which is created
+    by an item earlier in the same stream; until then the delivery is retried shortly."""
     with session_scope(services.engine) as s:
         inc = s.get(Incident, incident_id)
+        if in_channel and not inc.channel_id:
+            raise DeliveryFailed("the incident channel does not exist yet", transient=True, retry_after=2.0)
         return inc, incident_context(services, s, inc)
-
-
-def _channel_of(services: Services, incident_id: int) -> tuple[Incident, dict]:
-    inc, ctx = _incident(services, incident_id)
-    if not inc.channel_id:
-        return inc, {}
-    return inc, ctx
-
-
-def _not_ready() -> Outcome:
-    return Outcome(delivered=False, retry_after=2.0, error="the incident channel does not exist yet")
 
 
 def deliver_channel(services: Services, ev: IncidentChannel, _prepared, _item: int) -> Outcome:
     m = services.messenger
     cfg = services.config.incidents
-    inc, ctx = _incident(services, ev.incident_id)
+    inc, ctx = _incident(services, ev.incident_id, in_channel=False)
     if not inc.channel_id:
         name = cfg.channel_name.format(date=inc.opened_at.strftime("%Y-%m-%d"), id=inc.id,
                                        service="-".join(services_of(inc))[:40] or "incident")
@@ -64,9 +58,7 @@ def deliver_channel(services: Services, ev: IncidentChannel, _prepared, _item: i
 
 
 def deliver_alerts(services: Services, ev: IncidentAlerts, _prepared, _item: int) -> Outcome:
-    inc, ctx = _channel_of(services, ev.incident_id)
-    if not ctx:
-        return _not_ready()
+    inc, ctx = _incident(services, ev.incident_id)
     reply = Reply("alerts_digest", ctx, ephemeral=False)
     if inc.alerts_ts:
         services.messenger.update(inc.channel_id, inc.alerts_ts, reply)
@@ -80,9 +72,7 @@ def deliver_alerts(services: Services, ev: IncidentAlerts, _prepared, _item: int
 
 
 def _post_in_channel(services: Services, incident_id: int, template: str, extra: dict) -> Outcome:
-    inc, ctx = _channel_of(services, incident_id)
-    if not ctx:
-        return _not_ready()
+    inc, ctx = _incident(services, incident_id)
     ts = services.messenger.post(inc.channel_id, Reply(template, ctx | extra, ephemeral=False))
     return Outcome(result={"ts": ts})
 
@@ -100,7 +90,7 @@ def deliver_preview(services: Services, ev: StatuspagePreview, _prepared, item_i
     with session_scope(services.engine) as s:
         inc = s.get(Incident, ev.incident_id)
         if not inc.channel_id:
-            return _not_ready()
+            raise DeliveryFailed("the incident channel does not exist yet", transient=True, retry_after=2.0)
         ctx = incident_context(services, s, inc)
         body = statuspage_body(services, s, inc, ev.status, ev.message)
     ts = services.messenger.post(inc.channel_id, Reply("statuspage_preview", ctx | {
@@ -110,9 +100,7 @@ def deliver_preview(services: Services, ev: StatuspagePreview, _prepared, item_i
 
 def deliver_resolved(services: Services, ev: IncidentResolved, _prepared, _item: int) -> Outcome:
     m = services.messenger
-    inc, ctx = _channel_of(services, ev.incident_id)
-    if not ctx:
-        return _not_ready()
+    inc, ctx = _incident(services, ev.incident_id)
     timeline = Reply("timeline", ctx, ephemeral=False)
     m.post(inc.channel_id, timeline)
     announcements = services.config.slack.channels.announcements
