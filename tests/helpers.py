@@ -141,11 +141,12 @@ def free_port() -> int:
 
 
 class BotProcess:
-    """One ``python -m transports run --mode http`` subprocess against the fake Slack Web API; its
-    output goes to a file, shown when a test fails. A context manager: stopped on exit."""
+    """One ``python -m transports run --mode http`` (or ``socket``) subprocess against the fake
+    Slack Web API; its output goes to a file, shown when a test fails. A context manager:
+    stopped on exit. In Socket Mode the HTTP port still serves /healthz, /readyz, /metrics."""
 
     def __init__(self, tmp_path: Path, name: str, config: Path, db_url: str, fake, secret: str,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, mode: str = "http", args: tuple[str, ...] = ()):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -156,7 +157,8 @@ class BotProcess:
                 "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"} | extra
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "transports", "run", "--mode", "http", "--port", str(self.port), "--config", str(config)],
+            [sys.executable, "-m", "transports", "run", "--mode", mode, "--port", str(self.port), "--config", str(config),
+             *args],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         self.sender = SlackSender(self.url, secret)
 

@@ -101,3 +101,16 @@ def test_demo_config_opens_in_the_shell(tmp_path, monkeypatch):
     for name in ("orders", "payments", "catalog"):
         assert name in out.getvalue()
     services.engine.dispose()
+
+
+def test_an_unreachable_database_is_one_sentence_with_the_password_hidden(tmp_path, monkeypatch, capsys):
+    """Nothing listens on port 1: every command that needs the database says so in one paragraph,
+    exit 2, with the URL it tried (password hidden) and what to check, never a traceback."""
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://drbot:s3cret@127.0.0.1:1/drbot?connect_timeout=2")
+    config = _write(tmp_path, SANDBOX_CONFIG)
+    for argv in (["status", "--config", config], ["db", "current"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("drbot: cannot use the database at postgresql+psycopg://drbot:***@127.0.0.1:1/drbot"), err
+        assert "s3cret" not in err and "Traceback" not in err and "Check DATABASE_URL" in err, err
+        assert err.count("\n") == 1, err

@@ -6,15 +6,19 @@ after a crash. Real ``python -m transports run --mode http`` processes against t
 Slack Web API, on SQLite; the hand-over of the scheduler's leadership on PostgreSQL."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import Session, select
 
 from bot.store import make_engine
 from bot.store.models import ChangeRequest, RequestState, Run, RunStep, StepState
-from tests.helpers import BotProcess, wait_until
+from tests.fakes.socket_mode import FakeSocketMode
+from tests.helpers import BotProcess, free_port, wait_until
 from tests.postgres import temporary_schema
 
 SECRET = "0b7c4e2f9a1d8e6c5b3a2f1e0d9c8b7a"
@@ -161,3 +165,79 @@ def test_sigterm_to_the_leader_hands_leadership_to_the_other_replica(tmp_path, f
                 wait_until("b to lead", lambda: "is the leader" in b.output(), timeout=10, details=b.output)
                 assert time.monotonic() - stopped < 5, "the survivor took too long to lead"
                 assert "leadership released" in a.output()
+
+
+# -- Socket Mode and the metrics port ------------------------------------------------------
+
+
+def _slash_payload(fake_slack, text: str) -> dict:
+    """A slash command as Socket Mode delivers it: the same fields as the HTTP form."""
+    return {"token": "unused-in-socket-mode", "team_id": "T0TEST", "team_domain": "drbot-test",
+            "channel_id": "C1", "channel_name": "inc-test", "user_id": "UALICE", "user_name": "alice",
+            "command": "/dr", "text": text, "api_app_id": "A0TEST", "is_enterprise_install": "false",
+            "response_url": fake_slack.response_url("socket"), "trigger_id": "1.2.socket"}
+
+
+def test_sigterm_in_socket_mode_closes_the_connection_and_exits_0(tmp_path, fake_slack):
+    """Socket Mode end to end: the app opens its connection through apps.connections.open,
+    answers a slash command sent over the socket (ack, then the reply at response_url), and
+    on SIGTERM closes the connection, stops its workers and exits 0."""
+    config = tmp_path / "drbot.yaml"
+    config.write_text(CONFIG % 0)
+    with FakeSocketMode() as socket_peer:
+        fake_slack.socket_url = socket_peer.url
+        bot = BotProcess(tmp_path, "socket", config, f"sqlite:///{tmp_path}/drbot.db", fake_slack, SECRET,
+                         env={"SLACK_APP_TOKEN": "xapp-test", "DRBOT_SHUTDOWN_GRACE": "5"}, mode="socket")
+        with bot:
+            bot.wait_healthy()
+            wait_until("the Socket Mode connection", lambda: socket_peer.open == 1, timeout=15, details=bot.output)
+            ready = wait_until("/readyz to say connected",
+                               lambda: (r := httpx.get(bot.url + "/readyz", timeout=2)).status_code == 200 and r.json())
+            assert ready["slack"] == "connected"
+            assert httpx.post(bot.url + "/slack/events", content=b"{}").status_code == 404  # not in Socket Mode
+            ack = socket_peer.wait_ack(socket_peer.send("slash_commands", _slash_payload(fake_slack, "help")))
+            assert set(ack) >= {"envelope_id"}
+            (reply,) = fake_slack.wait_for("response_url", 1, timeout=10)
+            assert "/dr status" in json.dumps(reply.params), reply.params
+
+            bot.proc.send_signal(signal.SIGTERM)
+            assert _exit_code(bot, 15) == 0, bot.output()
+            wait_until("the connection closed by the app", lambda: socket_peer.open == 0, timeout=5)
+            assert socket_peer.connections == 1  # closed for good, not reconnected on the way out
+            out = bot.output()
+            for line in ("stopping (SIGTERM)", "outbox worker stopped", "scheduler stopped", "drbot stopped"):
+                assert line in out, out
+
+
+def test_socket_mode_with_a_refused_app_token_exits_2_with_a_sentence(tmp_path, fake_slack):
+    config = tmp_path / "drbot.yaml"
+    config.write_text(CONFIG % 0)
+    fake_slack.socket_url = None  # apps.connections.open answers invalid_auth
+    bot = BotProcess(tmp_path, "socket", config, f"sqlite:///{tmp_path}/drbot.db", fake_slack, SECRET,
+                     env={"SLACK_APP_TOKEN": "xapp-wrong"}, mode="socket")
+    with bot:
+        assert _exit_code(bot, 20) == 2, bot.output()
+        out = bot.output()
+        assert "Slack refused SLACK_APP_TOKEN (apps.connections.open: invalid_auth)" in out, out
+        assert "App-Level Tokens" in out and "Traceback" not in out, out
+
+
+def test_metrics_port_serves_metrics_apart_from_the_public_port(tmp_path, fake_slack):
+    """With --metrics-port, /metrics is served there only: the port that faces Slack and the
+    alert senders answers 404 for it. SIGTERM stops both servers."""
+    config = tmp_path / "drbot.yaml"
+    config.write_text(CONFIG % 0)
+    metrics_port = free_port()
+    bot = BotProcess(tmp_path, "bot", config, f"sqlite:///{tmp_path}/drbot.db", fake_slack, SECRET,
+                     args=("--metrics-port", str(metrics_port)))
+    with bot:
+        bot.wait_healthy()
+        assert httpx.get(bot.url + "/metrics", timeout=2).status_code == 404
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert scraped.status_code == 200
+        families = {f.name for f in text_string_to_metric_families(scraped.text)}
+        assert {"drbot_requests", "drbot_outbox_depth"} <= families, sorted(families)
+        bot.proc.send_signal(signal.SIGTERM)
+        assert _exit_code(bot, 15) == 0, bot.output()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)

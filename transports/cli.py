@@ -8,6 +8,9 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
 from bot import oplog, wiring
 from bot.check import check_config
 from bot.config import ConfigError, load_config
@@ -24,6 +27,23 @@ from transports.shell import Shell
 
 EXIT_OK, EXIT_NOT_READY, EXIT_BAD_CONFIG = 0, 1, 2
 log = logging.getLogger("drbot")
+
+
+def _env_port(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise SystemExit(f"drbot: {name}={value!r} is not a port number (1-65535)")
+    return int(value)
+
+
+def unreachable_database(url: str, error: OperationalError) -> str:
+    """One paragraph for a database that refused or did not answer at start, password hidden."""
+    why = " ".join(str(error.orig or error).split())[:300]
+    return (f"cannot use the database at {make_url(url).render_as_string(hide_password=True)} ({why}). Check "
+            "DATABASE_URL (postgresql+psycopg://USER:PASSWORD@HOST:5432/DB), that the database is up and "
+            "reachable from this host, then start drbot again.")
 
 
 def drbot_version() -> str:
@@ -49,7 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=["socket", "http"],
                      help="default: socket when SLACK_APP_TOKEN is set, else http when SLACK_SIGNING_SECRET is set")
     run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=3000)
+    run.add_argument("--port", type=int, default=3000,
+                     help="HTTP port: Slack events (HTTP mode), alert webhooks, /healthz, /readyz, /metrics")
+    run.add_argument("--metrics-port", type=int, default=_env_port("DRBOT_METRICS_PORT"),
+                     help="serve /metrics on this port only, not on --port (default: $DRBOT_METRICS_PORT; "
+                          "unset: on --port)")
     run.add_argument("--migrate", action="store_true",
                      help="upgrade an older database schema first (replicas upgrading at once take turns)")
 
@@ -89,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drbot: {e}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.cmd == "db":
-        return _db(args.action)
+        try:
+            return _db(args.action)
+        except OperationalError as e:
+            print(f"drbot: {unreachable_database(wiring.database_url(), e)}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
     if args.cmd == "evidence" and args.evidence_cmd == "verify":
         return verify_evidence(args.dir)  # no config, no database: an auditor needs only the pack and the key
     path = wiring.config_path(args.config)
@@ -105,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         services = wiring.build_services(loaded, inline_runs=args.cmd == "shell",
                                          migrate=args.cmd == "run" and args.migrate)
+    except OperationalError as e:
+        print(f"drbot: {unreachable_database(wiring.database_url(), e)}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
     except SchemaBehind as e:
         print(f"drbot: the database schema is older than this drbot (missing revisions: {e}). Upgrade it with "
               "`drbot db upgrade` (DATABASE_URL as for drbot run), or start with `drbot run --migrate`.",
@@ -122,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
              pick_mode(args.mode) or "unset", services.engine.dialect.name,
              extra={"op": "start", "keys": {"version": drbot_version(), "config": os.path.abspath(path),
                                             "mode": pick_mode(args.mode), "store": services.engine.dialect.name}})
-    return run(services, mode=args.mode, host=args.host, port=args.port)
+    return run(services, mode=args.mode, host=args.host, port=args.port, metrics_port=args.metrics_port)
 
 
 def _db(action: str) -> int:

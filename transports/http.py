@@ -94,9 +94,11 @@ async def _slack_request(request: Request, verifier: SignatureVerifier) -> BoltR
     return BoltRequest(body=body, query=str(request.query_params), headers=headers, mode="socket_mode")
 
 
-def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any = None) -> Starlette:
+def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any = None,
+                   serve_metrics: bool = True) -> Starlette:
     """``bolt_app`` is None in Socket Mode: then ``/slack/events`` is not served at all, and
-    ``socket_handler`` (slack_bolt's SocketModeHandler) tells ``/readyz`` whether Slack is connected."""
+    ``socket_handler`` (slack_bolt's SocketModeHandler) tells ``/readyz`` whether Slack is connected.
+    ``serve_metrics`` False: ``/metrics`` lives on its own port (``drbot run --metrics-port``)."""
     secret = getattr(bolt_app, "signing_secret", None) if bolt_app is not None else None
     verifier = SignatureVerifier(secret) if secret else None
 
@@ -132,7 +134,7 @@ def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
-              Route("/metrics", metrics, methods=["GET"]), *webhooks.routes(services)]
+              *([Route("/metrics", metrics, methods=["GET"])] if serve_metrics else []), *webhooks.routes(services)]
     if bolt_app is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)

@@ -10,6 +10,7 @@ import threading
 from typing import Iterator
 
 import uvicorn
+from prometheus_client import start_http_server
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk.errors import SlackApiError
 
@@ -56,7 +57,10 @@ def pick_mode(explicit: str | None, env=os.environ) -> str | None:
     return None
 
 
-def run(services: Services, mode: str | None, host: str, port: int, env=os.environ) -> int:
+def run(services: Services, mode: str | None, host: str, port: int, env=os.environ,
+        metrics_port: int | None = None) -> int:
+    """``metrics_port``: serve /metrics there, on its own, instead of on ``port`` (which faces
+    Slack in HTTP mode and the alert senders in both modes)."""
     mode = pick_mode(mode, env)
     missing = [v for v, need in (("SLACK_BOT_TOKEN", True),
                                  ("SLACK_APP_TOKEN", mode == "socket"),
@@ -74,30 +78,56 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
         print(f"drbot run: {refused}", file=sys.stderr)
         return 2
     app = build_app(services, settings)
+    try:
+        metrics_server = _serve_metrics(services, host, metrics_port) if metrics_port else None
+    except OSError as e:
+        print(f"drbot run: cannot serve /metrics on {host}:{metrics_port} ({e.strerror or e}). Pick a free port "
+              "with --metrics-port or DRBOT_METRICS_PORT, or leave it unset to serve /metrics on --port.",
+              file=sys.stderr)
+        return 2
     interrupted = recover_interrupted(services)
     if interrupted:
         log.warning("runs interrupted by a previous stop, announced in their threads: %s", interrupted)
     services.scheduler.start()  # periodic jobs, on the leader replica only
     services.outbox.start()  # delivers what a previous process left pending, then new items
     services.runner.start()  # starts what is approved and due, now and whenever it is poked
+    handler = None
     if mode == "socket":
         handler = SocketModeHandler(app, env["SLACK_APP_TOKEN"])
-        handler.connect()  # background threads; the HTTP server below keeps the process alive
-        log.info("connected to Slack in Socket Mode; serving /healthz, /readyz, /metrics on http://%s:%d",
-                 host, port)
-        http_app = build_http_app(services, None, socket_handler=handler)
+        try:
+            handler.connect()  # background threads; the HTTP server below keeps the process alive
+        except SlackApiError as e:
+            _stop(services, "Socket Mode refused", None)
+            if metrics_server is not None:
+                metrics_server.shutdown()
+            print(f"drbot run: Slack refused SLACK_APP_TOKEN (apps.connections.open: {e.response.get('error')}). "
+                  "Use the app-level token (xapp-..., Slack app settings > Basic Information > App-Level Tokens, "
+                  "scope connections:write) and turn Socket Mode on for the app.", file=sys.stderr)
+            return 2
+        log.info("connected to Slack in Socket Mode; serving alert webhooks, /healthz, /readyz%s on http://%s:%d",
+                 "" if metrics_server else ", /metrics", host, port)
+        http_app = build_http_app(services, None, socket_handler=handler, serve_metrics=metrics_server is None)
     else:
         log.info("HTTP mode: Slack events at http://%s:%d/slack/events", host, port)
-        http_app = build_http_app(services, app)
+        http_app = build_http_app(services, app, serve_metrics=metrics_server is None)
     server = _Server(uvicorn.Config(http_app, host=host, port=port, log_level="warning"))
     try:
         server.run()
     finally:
-        finished = _stop(services, server.signalled or "exit", handler if mode == "socket" else None)
+        finished = _stop(services, server.signalled or "exit", handler)
+        if metrics_server is not None:
+            metrics_server.shutdown()
     if not finished:  # a step still runs past the grace period: its run is recorded interrupted
         logging.shutdown()
         os._exit(0)  # do not wait for it (the pool's threads would hold the exit)
     return 0
+
+
+def _serve_metrics(services: Services, host: str, port: int):
+    """/metrics on its own port, in a background thread; the server, to shut it down."""
+    server, _thread = start_http_server(port, addr=host, registry=services.metrics.registry)
+    log.info("serving /metrics on http://%s:%d/metrics", host, port)
+    return server
 
 
 def _slack_refuses(settings: SlackSettings) -> str | None:

@@ -72,6 +72,7 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> current message
         self.uploads: dict[str, bytes] = {}  # file_id -> uploaded content
         self.strict_updates = True  # chat.update of a message never posted -> message_not_found
+        self.socket_url: str | None = None  # apps.connections.open answers with it (FakeSocketMode.url)
         self._calls: list[Call] = []
         self._lock = threading.Lock()
         self._rate_limits: dict[str, list[int]] = {}  # method -> [remaining, retry_after]
@@ -213,6 +214,8 @@ class FakeSlack:
         if method == "auth.test":
             return {"ok": True, "url": "https://drbot-test.slack.com/", "team": "drbot test",
                     "user": "drbot", "team_id": TEAM_ID, "user_id": BOT_USER_ID, "bot_id": BOT_ID}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "invalid_auth"}
         if method == "chat.postMessage":
             if not channel:
                 return {"ok": False, "error": "channel_not_found"}
@@ -374,8 +377,10 @@ class _Handler(BaseHTTPRequestHandler):
         token = headers.get("authorization", "").removeprefix("Bearer ").strip() or params.get("token")
         if not token:
             return self._send_json({"ok": False, "error": "not_authed"})
-        if not token.startswith("xox"):
-            return self._send_json({"ok": False, "error": "invalid_auth"})
+        app_level = method == "apps.connections.open"  # the one method of an app-level token (xapp-)
+        if not token.startswith(("xapp-" if app_level else "xox")):
+            return self._send_json({"ok": False, "error": "not_allowed_token_type" if token.startswith(("xox", "xapp"))
+                                    else "invalid_auth"})
         self._send_json(fake._api(method, params, call))
 
     def _send_json(self, data: dict, status: int = 200, extra: dict[str, str] | None = None) -> None:
