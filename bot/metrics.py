@@ -1,7 +1,8 @@
 """Prometheus metrics: one ``Metrics`` per ``Services`` (built in ``bot.wiring``, its own
 ``CollectorRegistry``; nothing is registered at import time). Core code counts through the
 methods below (``services.metrics.step(...)``); what lives in the database (outbox depth,
-readiness verdicts) and the scheduler's leadership are read at scrape time by ``watch``.
+readiness verdicts, the last measured RTO/RPO per service) and the scheduler's leadership are
+read at scrape time by ``watch``, so every replica reports the same values.
 ``transports.http`` serves ``/metrics``.
 """
 from __future__ import annotations
@@ -10,12 +11,13 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from bot.store.drill_tables import WatchState
 from bot.store.incident_tables import OutboxItem, OutboxState
+from bot.store.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +44,6 @@ class Metrics:
                               ["kind", "outcome"], buckets=RUN_BUCKETS, registry=r)
         self.steps = Histogram("drbot_step_duration_seconds", "Runbook steps finished, by action and outcome",
                                ["action", "outcome"], buckets=STEP_BUCKETS, registry=r)
-        self.rto = Gauge("drbot_last_run_rto_seconds", "Measured RTO of the service's last successful run",
-                         ["service"], registry=r)
-        self.rpo = Gauge("drbot_last_run_rpo_seconds", "Measured RPO of the service's last successful run",
-                         ["service"], registry=r)
         self.alerts = Counter("drbot_alerts_received", "Alerts accepted, by endpoint", ["endpoint"], registry=r)
         self.alerts_rejected = Counter("drbot_alerts_rejected", "Alert requests rejected, by endpoint and reason",
                                        ["endpoint", "reason"], registry=r)
@@ -83,10 +81,6 @@ class Metrics:
 
     def run_finished(self, kind: str, service: str, outcome: str, seconds: float, values: dict) -> None:
         self.runs.labels(kind, outcome).observe(max(seconds, 0.0))
-        if values.get("measured_rto_s") is not None:
-            self.rto.labels(service).set(values["measured_rto_s"])
-        if values.get("measured_rpo_s") is not None:
-            self.rpo.labels(service).set(values["measured_rpo_s"])
 
     def alert_rejected(self, endpoint: str, status: int) -> None:
         self.alerts_rejected.labels(endpoint, ALERT_REASONS.get(status, str(status))).inc()
@@ -147,6 +141,7 @@ class _Scraped:
                                 .where(OutboxItem.state.in_([OutboxState.PENDING, OutboxState.DEAD]))
                                 .group_by(OutboxItem.kind, OutboxItem.state)).all()
             verdicts = conn.execute(select(WatchState.service, WatchState.verdict)).all()
+            measured = conn.execute(_last_measured()).all()
         for kind, state, count, oldest in rows:
             if state in (OutboxState.DEAD, OutboxState.DEAD.value, OutboxState.DEAD.name):
                 dead.add_metric([kind], float(count))
@@ -156,7 +151,24 @@ class _Scraped:
         for service, value in verdicts:
             ready.add_metric([service], 1.0 if value == "READY" else 0.0)
             verdict.add_metric([service, value], 1.0)
-        yield from (depth, age, dead, ready, verdict)
+        rto = GaugeMetricFamily("drbot_last_run_rto_seconds", "Measured RTO of the service's last run that "
+                                "measured one (any replica's, from the database)", labels=["service"])
+        rpo = GaugeMetricFamily("drbot_last_run_rpo_seconds", "Measured RPO of that run, when it could be measured",
+                                labels=["service"])
+        for service, rto_s, rpo_s in measured:
+            rto.add_metric([service], float(rto_s))
+            if rpo_s is not None:
+                rpo.add_metric([service], float(rpo_s))
+        yield from (depth, age, dead, ready, verdict, rto, rpo)
+
+
+def _last_measured():
+    """Per service, the RTO and RPO of its newest run with a measured RTO (one query)."""
+    newest = (select(Run.service, func.max(Run.ended_at).label("ended_at"))
+              .where(Run.measured_rto_s.is_not(None)).group_by(Run.service).subquery())
+    return (select(Run.service, Run.measured_rto_s, Run.measured_rpo_s)
+            .join(newest, (Run.service == newest.c.service) & (Run.ended_at == newest.c.ended_at))
+            .where(Run.measured_rto_s.is_not(None)))
 
 
 def aware(at: datetime) -> datetime:

@@ -6,6 +6,7 @@ from bot.config.runbooks import Step
 from bot.preflight import run_preflight
 from bot.render import Reply
 from bot.steps import act
+from commands import evacuate
 from commands.base import Invocation, UsageError
 from commands.change_args import not_one_of, parse, pick_scenario, regions_for
 from integrations.base import IntegrationError
@@ -15,6 +16,8 @@ KINDS = ("failover", "failback", "drill")
 
 
 def run(inv: Invocation) -> Reply:
+    if evacuate.asks_for_evacuation(inv):
+        return evacuate.plan(inv)
     args = parse(inv, NAME)
     if args.justification is not None:
         raise UsageError("a dry run changes nothing: leave out --break-glass", NAME)

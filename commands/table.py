@@ -35,8 +35,11 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("drills", "drills [history [SERVICE]]",
                "Upcoming drills with their next times, or past drills with their measured RTO and RPO.", drills.run,
                {"": ANYONE}),
-    Subcommand("plan", "plan SERVICE [to REGION] [failover|failback|drill [SCENARIO]] [--allow-data-loss]",
-               "Dry run: the pre-flight checks with live values and what every step would do. Changes nothing.",
+    Subcommand("plan", "plan SERVICE [to REGION] [failover|failback|drill [SCENARIO]] [--allow-data-loss] | "
+               "plan evacuate REGION",
+               "Dry run: the pre-flight checks with live values and what every step would do; for `evacuate`, "
+               "every service active in the region in waves by dependency, with what would be refused. "
+               "Changes nothing.",
                plan.run, {"": ANYONE}),
     Subcommand("requests", "requests", "Open and recent change requests with their state.", requests.run,
                {"": ANYONE}),

@@ -44,11 +44,13 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "`watch`": ("watch",),
     "`digest`": ("digest",),
     "`scheduler`": ("scheduler",),
+    "`evacuation`": ("evacuation",),
 }
 """Heading (without the #s) -> where in the model its key tables are. Besides these:
 "`sources`" (kind, and options every kind has) and "kind: `KIND`" (that backend's Options)."""
 
 ALIASES = {("services", ANY, "approvals"): ("approvals",),  # per-service overrides of the same keys
+           ("evacuation", "approvals"): ("approvals",),  # the evacuation's own policy: the same keys
            ("services", ANY, "runbooks", "failback", ANY): STEP,  # every list of steps is a list of steps
            ("services", ANY, "runbooks", "drill", ANY, ANY): STEP}
 

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import threading
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -16,14 +17,16 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from sqlalchemy import text
+from sqlmodel import Session
 
 from bot.config import parse_config
 from bot.store import make_engine
-from bot.store.models import ChangeRequest, RequestState
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 from bot.watch import watch_once
 from bot.wiring import build_services
 from commands.router import dispatch
 from tests.app_server import running_app
+from tests.postgres import temporary_schema
 from tests.helpers import (ALICE, BOB, CAROL, ROOT, TWO_STEP_CONFIG, delivered, free_port, request_row, rows,
                            wait_until)
 from tests.test_alerts_http import am_alert, am_payload
@@ -154,7 +157,11 @@ def test_healthz_is_alive_while_readyz_says_the_database_is_unreachable(services
 def test_readyz_503_when_postgresql_stops_answering(pg_url, fake_slack, sandbox_config):
     """Ready on PostgreSQL; then the same database behind a port where nothing listens (as
     when the server is stopped): 503, while /healthz stays 200 (no restart by liveness)."""
-    services = build_services(sandbox_config, db_url=pg_url)
+    with temporary_schema(pg_url) as url:  # never the database's public schema: other runs share it
+        _readyz_follows_the_database(build_services(sandbox_config, db_url=url), fake_slack)
+
+
+def _readyz_follows_the_database(services, fake_slack) -> None:
     try:
         with running_app(services, fake_slack) as app:
             assert httpx.get(app.url + "/readyz").json()["database"] == "ok"
@@ -237,3 +244,27 @@ def test_readyz_503_while_socket_mode_is_not_connected(services, fake_slack):
         server.should_exit = True
         thread.join(timeout=10)
         handler.close()
+
+
+def test_last_measured_rto_and_rpo_come_from_the_database_for_every_replica(tmp_path):
+    """Two replicas on one database: the one that did not run anything reports the same last
+    RTO/RPO as the one that did, and the newest measured run per service wins."""
+    url = f"sqlite:///{tmp_path}/m.db"
+    ran, other = (build_services(parse_config(CONFIG, "metrics.yaml", {}), db_url=url) for _ in range(2))
+    with Session(ran.engine) as s:
+        for minutes, rto, rpo, state in ((30, 400.0, 9.0, RequestState.SUCCEEDED), (10, 250.0, None, RequestState.SUCCEEDED),
+                                         (20, 300.0, 4.0, RequestState.SUCCEEDED), (1, None, None, RequestState.FAILED)):
+            at = ran.clock() - timedelta(minutes=minutes)
+            req = ChangeRequest(kind=RequestKind.FAILOVER, service="orders", requester="UALICE", state=state,
+                                expires_at=at)
+            s.add(req)
+            s.flush()
+            s.add(Run(request_id=req.id, kind=RequestKind.FAILOVER, service="orders", state=state,
+                      approved_at=at, started_at=at, ended_at=at, measured_rto_s=rto, measured_rpo_s=rpo))
+        s.commit()  # the newest run failed and measured nothing: the one 10 minutes ago is the last measured
+    for replica in (ran, other):
+        samples = {(s.name, frozenset(s.labels.items())): s.value for f in
+                   text_string_to_metric_families(replica.metrics.exposition().decode()) for s in f.samples}
+        assert value(samples, "drbot_last_run_rto_seconds", service="orders") == 250.0
+        assert value(samples, "drbot_last_run_rpo_seconds", service="orders") is None  # that run could not measure it
+        replica.engine.dispose()

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bot.config.models import Config
+from bot.config.dependencies import check_dependencies
 from bot.config.runbooks import drill_notes
 from bot.config.salvage import renumber, salvage
 from integrations import registry
@@ -123,6 +124,7 @@ def parse_config(text: str, file: str = "<config>", environ: typing.Mapping[str,
     options: dict[str, BackendOptions] = {}
     problems += new(_check_sources(config, options))
     problems += new(renumber(_check_references(config, options, broken), kept))
+    problems += new(renumber(check_dependencies(config), kept))
     if problems:
         raise ConfigError(file, _in_order(problems))
     notes = tuple(located(loc, msg) for loc, msg in _notes(config))

@@ -100,6 +100,9 @@ class ServiceConfig(Strict):
     runbooks: Runbooks = Runbooks()
     drills: list[DrillSchedule] = []
     """Scheduled drills: announced ahead, approved ahead, run at their time."""
+    depends_on: list[Name] = []
+    """Services this one needs in its region: in a region evacuation it moves after them
+    (its database before it, the edge after it)."""
 
     def drill_schedule(self, name: str | None) -> DrillSchedule | None:
         """The scheduled drill called ``name`` (None for ad-hoc drills)."""
@@ -111,6 +114,20 @@ class ServiceConfig(Strict):
         warning = lag.warning if lag.warning is not None else self.rpo * 0.4
         critical = lag.critical if lag.critical is not None else self.rpo * 0.8
         return warning, critical
+
+
+class EvacuationConfig(Strict):
+    """How ``/dr evacuate REGION`` moves every service active in a region, wave by wave."""
+
+    parallelism: int = Field(default=4, ge=1, le=50)
+    """Services of one wave that run at once."""
+    on_failure: Literal["stop", "continue"] = "stop"
+    """'stop': no later wave starts once a service fails; 'continue': the rest go on, except
+    the services that depend, directly or not, on the one that failed."""
+    exclude: list[Name] = []
+    """Services never moved by an evacuation (they fail over on their own, or stay)."""
+    approvals: ServiceApprovals | None = None
+    """The evacuation's approval policy; unset: the strictest policy among the services involved."""
 
 
 class SlackChannels(Strict):
@@ -143,6 +160,7 @@ class Config(Strict):
     digest: DigestConfig = DigestConfig()
     archive: Control | None = None
     """Where postmortem drafts and evidence are archived (a source of kind s3_archive)."""
+    evacuation: EvacuationConfig = EvacuationConfig()
     timezone: str = "UTC"
     """Times shown to people are in this zone (IANA name, e.g. Europe/Berlin)."""
 

@@ -7,7 +7,7 @@ from sqlmodel import Session, col, select
 
 from bot.readiness import DrillInfo
 from bot.store.drill_tables import DrillOccurrence, OccurrenceState
-from bot.store.models import RequestKind, RequestState, Run, ServiceState
+from bot.store.models import EXCLUSIVE_KINDS, EXCLUSIVE_STATES, ChangeRequest, RequestKind, RequestState, Run, ServiceState
 
 _FINISHED = (RequestState.SUCCEEDED, RequestState.FAILED, RequestState.ROLLED_BACK, RequestState.ABORTED)
 
@@ -44,4 +44,34 @@ def latest_missed_drills(session: Session, services: list[str] | None = None) ->
     out: dict = {}
     for occ in session.exec(stmt):
         out.setdefault(occ.service, occ.starts_at)
+    return out
+
+
+def open_changes(session: Session, services: list[str]) -> dict[str, ChangeRequest]:
+    """Service -> its oldest open failover, failback, drill, rollback or resume (pending,
+    approved, running or interrupted): what a new change of that service waits behind."""
+    stmt = (select(ChangeRequest).where(col(ChangeRequest.service).in_(services),
+                                        col(ChangeRequest.state).in_(EXCLUSIVE_STATES),
+                                        col(ChangeRequest.kind).in_(EXCLUSIVE_KINDS + (RequestKind.ROLLBACK,
+                                                                                       RequestKind.RESUME)))
+            .order_by(col(ChangeRequest.id)))
+    out: dict[str, ChangeRequest] = {}
+    for req in session.exec(stmt):
+        out.setdefault(req.service, req)
+    return out
+
+
+def measured_rtos(session: Session, services: list[str], last: int = 5) -> dict[str, list[float]]:
+    """Service -> measured RTOs (seconds) of its newest passed drills and successful
+    failovers, newest first, at most ``last`` each: what a move of it took before."""
+    stmt = (select(Run.service, Run.measured_rto_s).where(
+        col(Run.service).in_(services), col(Run.measured_rto_s).is_not(None),
+        ((Run.kind == RequestKind.DRILL) & (Run.passed == True))  # noqa: E712
+        | ((Run.kind == RequestKind.FAILOVER) & (Run.state == RequestState.SUCCEEDED)))
+        .order_by(col(Run.ended_at).desc()))
+    out: dict[str, list[float]] = {}
+    for service, rto in session.exec(stmt):
+        seen = out.setdefault(service, [])
+        if len(seen) < last:
+            seen.append(rto)
     return out
