@@ -5,7 +5,7 @@ requester have approved, before the request expires. Every decision runs in one
 transaction that locks the request row (PostgreSQL) or the database (SQLite), and the
 state change itself is conditional, so two clicks can never both start a run. The
 request's message is queued in the outbox in the same transaction; the run is started by
-the runner (``services.runner.poke()``), never here.
+the runner (``services.runner.poke(request_id)``), never here.
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from bot.preflight import run_preflight
 from bot.render import Reply
 from bot.request_events import queue_break_glass, queue_message
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope, session_scope
+from bot.store.db import insert_for
 from bot.store.models import EXCLUSIVE_KINDS, EXCLUSIVE_STATES, Approval, ChangeRequest, RequestKind, RequestState
 from bot.store.transitions import move_request
 
@@ -101,7 +102,7 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
             raise Refused("justification_short")
     exclusive = kind in EXCLUSIVE_KINDS and not policy.allow_parallel
     if exclusive:  # cheap, before the pre-flight; the unique index below settles a race
-        with session_scope(services.engine) as s:
+        with read_scope(services.engine) as s:
             _refuse_if_open(s, service)
     svc = services.config.service(service)
     # a resume continues its parent's interrupted run: that run must not block its own pre-flight
@@ -142,7 +143,7 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
         queue_message(services, s, req)
         if break_glass:
             queue_break_glass(services, s, req)
-    _after(services, approved=break_glass)
+    _after(services, req.id, approved=break_glass)
     services.metrics.created.labels(kind.value).inc()
     op("request.created", request_id=req.id, kind=kind.value, service=service, user=actor.id,
        break_glass=break_glass or None, not_before=postpone_to)
@@ -170,12 +171,13 @@ def _includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
         raise Refused("directory_error", error=str(e)) from e
 
 
-def _after(services: Services, approved: bool) -> None:
-    """After the commit: deliver the queued messages, and let the runner start what is due."""
+def _after(services: Services, request_id: int, approved: bool) -> None:
+    """After the commit: deliver the queued messages, and let the runner start the request
+    if it is due (what else is due, its periodic sweep starts)."""
     if services.outbox is not None:
         services.outbox.poke()
     if approved and services.runner is not None:
-        services.runner.poke()
+        services.runner.poke(request_id)
 
 
 # -- deciding ---------------------------------------------------------------------------
@@ -195,14 +197,12 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
                     _apply(services, s, req, actor, verb, now, decision)
                 except Refused as r:  # commit the refusal's audit entry; _apply changed nothing else
                     decision.reply = r.reply()
-            if decision.changed:
-                s.flush()
-                s.refresh(req)
+            if decision.changed:  # the event names the request: its delivery reads the state then
                 queue_message(services, s, req)
     except Refused as r:
         decision.reply = r.reply()
     if decision.changed:
-        _after(services, approved=decision.approved)
+        _after(services, request_id, approved=decision.approved)
     outcome = decision_outcome(verb, decision)
     services.metrics.decision(verb, outcome)
     op(f"request.{verb}", request_id=request_id, service=decision.service or None, user=actor.id, outcome=outcome)
@@ -267,15 +267,14 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
 def _decide_once(s: Session, req: ChangeRequest, actor: Actor, approve: bool, now: datetime) -> None:
     """Store this person's one decision (unique request_id, approver), or refuse: a second
     click, the other button after the first, or both at once on two replicas."""
-    mine = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)).first()
-    if mine is None:
-        try:
-            with s.begin_nested():
-                s.add(Approval(request_id=req.id, approver=actor.id, approver_name=actor.name, approve=approve, at=now))
-            return
-        except IntegrityError:  # the same person at the same moment, elsewhere
-            mine = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)
-                          .execution_options(populate_existing=True)).one()
+    stored = s.execute(insert_for(s, Approval).values(
+        request_id=req.id, approver=actor.id, approver_name=actor.name, approve=approve, at=now)
+        .on_conflict_do_nothing().returning(Approval.id)).first()
+    if stored is not None:
+        return
+    # this person decided before (or at the same moment, elsewhere): uq_approval_person kept one
+    mine = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)
+                  .execution_options(populate_existing=True)).one()
     if mine.approve and approve:
         raise Refused("already_approved", id=req.id)
     raise Refused("already_decided", id=req.id, how="approved" if mine.approve else "denied",

@@ -6,57 +6,56 @@ ID), a drill the scheduler found due, or a request left approved when a process 
 due), so a request never runs twice, whoever launches it.
 
 Each step's start is persisted before its action runs and its end (result, output) before
-the next starts (the end of one step and the start of the next share a transaction).
-Before the first step the pre-flight checks run again; a plan gone stale does not run.
+the next starts: the end of one step and the start of the next are one transaction (step
+rows, audit entry, heartbeat, the progress update queued), that reads nothing back. Nothing
+here renders or talks to Slack; a run's worker waits only for its steps. Before the first
+step the pre-flight checks run again; a plan gone stale does not run.
+
 Measurements (``bot.measurements``, docs/measurements.md): RTO from detection, decision
 and run start to the last verify passing; RPO as data at risk at cutover, with its method
 (0 for a switchover; the lag read just before a replica promotion or failover; unknown
-when it could not be read). Every message about the run goes through the outbox, queued in the
-transaction of the change it shows.
+when it could not be read). Every message about the run goes through the outbox, queued
+in the transaction of the change it shows.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import or_, update
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
 from bot.audit import SYSTEM, record
-from bot.drill_proof import drill_values
 from bot.identity import OWNER
 from bot.plans import CALENDAR_KINDS, Planned, steps_for
-from bot.measurements import LOSSY, lag_before_cutover, measure
-from bot.metrics import aware as _aware
+from bot.measurements import LOSSY, lag_before_cutover
 from bot.oplog import op
-from bot.preflight import Preflight, run_preflight
-from bot.request_events import queue_message, queue_progress, queue_report
+from bot.preflight import run_preflight
+from bot.request_events import queue_message, queue_progress
 from bot.run_facts import at_start
+from bot.run_records import (
+    HEARTBEAT_EVERY, Ended, RunState, attempts_of, finish, persist_end, step_started, write_heartbeat,
+)
 from bot.services import Services
 from bot.steps import StepFailed, execute_step
-from bot.store import session_scope
+from bot.store import read_scope, session_scope
 from bot.store.drill_tables import DrillOccurrence, OccurrenceState
-from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, StepState
 from bot.store.transitions import move_request, move_run
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Ended:
-    """A step that ended and is not yet persisted (it is, with the next transaction)."""
-
-    step_id: int
-    planned: Planned
-    state: StepState
-    error: str
-    output: dict
+RUN_WORKERS = 32
+"""Runs at once in one process. A run mostly waits (on backends, verify polls), and one
+service runs one change at a time, so a worker is there for every approval of a regional
+failover: the fifth approval in a row never waits for the first four to finish."""
+CANCEL_WAIT = 3.0
+"""After the grace period of a shutdown, seconds the steps still running get to cancel what
+they started (``Runner.shutdown``); DRBOT_SHUTDOWN_GRACE plus this stays under Kubernetes'
+30 s."""
 
 
 def _due(now: datetime):
@@ -75,13 +74,17 @@ class Runner:
     def __init__(self, services: Services, executor: Executor | None = None, inline: bool = False):
         self.services = services
         self.inline = inline
-        self.executor = executor or ThreadPoolExecutor(max_workers=4, thread_name_prefix="drbot-run")
+        self.executor = executor or ThreadPoolExecutor(max_workers=RUN_WORKERS, thread_name_prefix="drbot-run")
         self.done = threading.Event()
         self._queued: set[int] = set()
         self._running: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._closing = False
+        self._cancel_steps = threading.Event()
+        """Set when the grace period of a shutdown has passed: a step that started something
+        it polls (an Argo workflow, an SSM execution, a wait) cancels it and fails, and its run
+        is handed over as interrupted (Resume starts that step again)."""
 
     # -- starting ---------------------------------------------------------------------------
     def poke(self, request_id: int | None = None) -> None:
@@ -93,7 +96,7 @@ class Runner:
 
     def sweep(self) -> list[int]:
         """Launch every request that is approved and due (after a restart, a drill's time)."""
-        with session_scope(self.services.engine) as s:
+        with read_scope(self.services.engine) as s:
             due = list(s.exec(select(ChangeRequest.id).where(*_due(self.services.clock()))
                               .order_by(col(ChangeRequest.id))))
         for request_id in due:
@@ -149,7 +152,13 @@ class Runner:
         self._stop.set()
         with self._lock:
             self._closing = True
-        deadline = time.monotonic() + grace
+        if self._wait_idle(grace):
+            return True
+        self._cancel_steps.set()  # past the grace period: steps cancel what they started, then stop
+        return self._wait_idle(CANCEL_WAIT)
+
+    def _wait_idle(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             with self._lock:
                 if not self._running:
@@ -161,10 +170,10 @@ class Runner:
     # -- one run ---------------------------------------------------------------------------
     def execute(self, request_id: int) -> None:
         sv = self.services
-        begun = self._begin(request_id)
-        if begun is None:
+        r = self._begin(request_id)
+        if r is None:
             return
-        req, run, planned, first, reason = begun
+        req, run, planned = r.req, r.run, r.planned
         self._poke_outbox()
         diverged = False
         if req.kind is not RequestKind.ROLLBACK:
@@ -174,35 +183,36 @@ class Runner:
                                 exclude_request=run_request, resuming=req.kind is RequestKind.RESUME,
                                 allow_data_loss=req.allow_data_loss)
             if not pre.ok:
-                return self._finish(req, run, None, RequestState.FAILED, "pre-flight failed: the plan went stale",
-                                    stale=pre)
+                return self._finish(r, None, RequestState.FAILED, "pre-flight failed: the plan went stale", stale=pre)
             diverged = pre.data_loss == "diverged"  # allowed explicitly: the RPO is not a lag
-        ended: _Ended | None = None
-        with self._heartbeat(run):
+        ended: Ended | None = None
+        with self._heartbeat(r):
             for p in planned:
-                if p.position < first:
+                if p.position < r.first:
                     continue
                 if self._closing:  # stopping: hand the run over after the step that ran, never mid-step
-                    return self._hand_over(req, run, ended)
-                step_id = self._step_started(req, run, p, ended)
-                ended = self._run_step(req, step_id, p, reason)
+                    return self._hand_over(r, ended)
+                step_id, started_at = self._step_boundary(r, p, ended)
+                ended = self._run_step(r, step_id, started_at, p)
+                if ended.state is not StepState.SUCCEEDED and self._cancel_steps.is_set():
+                    return self._hand_over(r, ended)  # cancelled by the shutdown, not failed: Resume runs it again
                 if ended.state is not StepState.SUCCEEDED:
-                    return self._finish(req, run, ended, RequestState.FAILED, f"step {p.position + 1} failed")
+                    return self._finish(r, ended, RequestState.FAILED, f"step {p.position + 1} failed")
         final = RequestState.ROLLED_BACK if req.kind is RequestKind.ROLLBACK else RequestState.SUCCEEDED
-        self._finish(req, run, ended, final, "", diverged=diverged, succeeded=True)
+        self._finish(r, ended, final, "", diverged=diverged, succeeded=True)
 
-    def _begin(self, request_id: int) -> tuple[ChangeRequest, Run, list[Planned], int, str] | None:
+    def _begin(self, request_id: int) -> RunState | None:
         """Claim the request (approved and due -> running) and open or resume its run."""
         sv = self.services
         now = sv.clock()
         with session_scope(sv.engine) as s:
-            claimed = s.execute(update(ChangeRequest).where(ChangeRequest.id == request_id, *_due(now))
-                                .values(state=RequestState.RUNNING)
-                                .execution_options(synchronize_session=False)).rowcount == 1
-            if not claimed:
+            req = s.scalars(update(ChangeRequest).where(ChangeRequest.id == request_id, *_due(now))
+                            .values(state=RequestState.RUNNING).returning(ChangeRequest)
+                            .execution_options(populate_existing=True)).one_or_none()
+            if req is None:
                 return None  # someone else runs it, it is no longer approved, or not due yet
-            req = s.get(ChangeRequest, request_id, populate_existing=True)
-            reason, first = req.reason, 0
+            reason = req.reason
+            planned = steps_for(sv, s, req)
             if req.kind is RequestKind.RESUME:
                 parent = s.get(ChangeRequest, req.parent_id)
                 reason = parent.reason  # the accepted data loss was named by the original request
@@ -214,169 +224,81 @@ class Runner:
                     queue_message(sv, s, req)
                     return None
                 move_request(s, parent.id, [RequestState.INTERRUPTED], RequestState.RUNNING)
-                first = self._first_position(s, run)
-                s.refresh(parent)
                 queue_message(sv, s, parent)
+                progress = parent
+                attempts, first = attempts_of(s, run)
             else:
                 run = Run(request_id=req.id, kind=req.kind, service=req.service, approved_at=req.decided_at or now,
                           started_at=now, owner=OWNER, heartbeat_at=now,
-                          **at_start(sv, req.service, [p.step for p in steps_for(sv, s, req)]))
+                          **at_start(sv, req.service, [p.step for p in planned]))
                 s.add(run)
                 s.flush()
+                progress, attempts, first = req, {}, 0
             record(s, SYSTEM, "run.started", target=req.service, request_id=req.id, service=req.service,
                    detail={"run": run.id, "owner": OWNER})
-            planned = steps_for(sv, s, req)
             queue_message(sv, s, req)
-            progress_of = s.get(ChangeRequest, run.request_id)
-            queue_progress(sv, s, progress_of)
-            s.refresh(run)
+            queue_progress(sv, s, progress)
         sv.metrics.runs_started.labels(req.kind.value).inc()
         op("run.started", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service, owner=OWNER)
-        return req, run, planned, first, reason
-
-    @staticmethod
-    def _first_position(s: Session, run: Run) -> int:
-        done = s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.rollback == False,  # noqa: E712
-                                            RunStep.state == StepState.SUCCEEDED)).all()
-        return max((st.position for st in done), default=-1) + 1
+        return RunState(req, run, planned, first, reason, progress, attempts, beat_at=now)
 
     @contextmanager
-    def _heartbeat(self, run: Run, every: float = 20.0):
+    def _heartbeat(self, r: RunState, every: float = HEARTBEAT_EVERY):
         """Keep the run's heartbeat fresh during long steps, so that another drbot starting
-        up does not take a live run for an interrupted one."""
+        up does not take a live run for an interrupted one. A step boundary writes it too
+        when due: this thread writes only when none has for ``every`` seconds."""
         stop = threading.Event()
 
         def beat() -> None:
             while not stop.wait(every):
+                now = self.services.clock()
+                if (now - r.beat_at).total_seconds() < every:
+                    continue
                 try:
-                    with session_scope(self.services.engine) as s:
-                        s.get(Run, run.id).heartbeat_at = self.services.clock()
+                    write_heartbeat(self.services, r.run.id, now)
+                    r.beat_at = now
                 except Exception:
-                    log.exception("heartbeat of run %s failed", run.id)
+                    log.exception("heartbeat of run %s failed", r.run.id)
 
-        thread = threading.Thread(target=beat, name=f"drbot-heartbeat-{run.id}", daemon=True)
+        thread = threading.Thread(target=beat, name=f"drbot-heartbeat-{r.run.id}", daemon=True)
         thread.start()
         try:
             yield
         finally:
             stop.set()
 
-    def _step_started(self, req: ChangeRequest, run: Run, p: Planned, ended: _Ended | None) -> int:
-        """One transaction: the previous step's end, then this step's start."""
-        sv = self.services
-        with session_scope(sv.engine) as s:
-            if ended is not None:
-                self._persist_end(s, req, run, ended)
-            attempt = len(s.exec(select(RunStep.id).where(RunStep.run_id == run.id, RunStep.position == p.position,
-                                                          RunStep.rollback == p.rollback)).all()) + 1
-            row = RunStep(run_id=run.id, position=p.position, attempt=attempt, name=p.step.name,
-                          action=p.step.action, rollback=p.rollback, state=StepState.RUNNING,
-                          started_at=sv.clock())
-            s.add(row)
-            s.get(Run, run.id).heartbeat_at = sv.clock()
-            s.flush()
-            queue_progress(sv, s, s.get(ChangeRequest, run.request_id))
-            step_id = row.id
-        self._poke_outbox()
-        return step_id
-
-    def _hand_over(self, req: ChangeRequest, run: Run, ended: _Ended | None) -> None:
+    def _hand_over(self, r: RunState, ended: Ended | None) -> None:
         """The process is stopping between two steps: record the step that ended; the run
         stays 'running' for the stop sequence to mark interrupted (Resume continues it)."""
         if ended is not None:
             with session_scope(self.services.engine) as s:
-                self._persist_end(s, req, run, ended)
-        log.info("run of request %s handed over after step %s: drbot is stopping", req.id,
+                persist_end(s, self.services, r, ended)
+        log.info("run of request %s handed over after step %s: drbot is stopping", r.req.id,
                  ended.planned.position + 1 if ended else 0)
 
-    def _run_step(self, req: ChangeRequest, step_id: int, p: Planned, reason: str) -> _Ended:
+    def _run_step(self, r: RunState, step_id: int, started_at: datetime, p: Planned) -> Ended:
+        sv, req = self.services, r.req
         # writes not yet replicated are lost when the writer is detached: the RPO is the lag just before
-        cutover = {"lag_at_cutover": lag_before_cutover(self.services, self.services.config.service(req.service))} \
+        cutover = {"lag_at_cutover": lag_before_cutover(sv, sv.config.service(req.service))} \
             if p.step.action in LOSSY else {}
         try:
-            output = execute_step(self.services, req, p.step, p.region, reason=reason)
-            return _Ended(step_id, p, StepState.SUCCEEDED, "", output | cutover)
+            output = execute_step(sv, req, p.step, p.region, reason=r.reason, position=p.position,
+                                  attempt=r.attempts[(p.position, p.rollback)], stop=self._cancel_steps)
+            state, error = StepState.SUCCEEDED, ""
         except StepFailed as e:
-            return _Ended(step_id, p, StepState.FAILED, str(e), e.output | cutover)
+            output, state, error = e.output, StepState.FAILED, str(e)
+        return Ended(step_id, p, state, error, output | cutover, started_at, sv.clock())
 
-    def _persist_end(self, s: Session, req: ChangeRequest, run: Run, ended: _Ended) -> None:
-        sv = self.services
-        now = sv.clock()
-        row = s.get(RunStep, ended.step_id)
-        row.state, row.ended_at, row.error = ended.state, now, ended.error
-        row.output = json.dumps(ended.output, default=str)
-        s.get(Run, run.id).heartbeat_at = now
-        p = ended.planned
-        if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
-            _record_region(s, sv, req.service, p.region, req.id)
-        record(s, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id, service=req.service,
-               text=p.step.name, detail={"run": run.id, "position": p.position, "error": ended.error,
-                                         "seconds": (now - row.started_at).total_seconds()})
-        sv.metrics.steps.labels(p.step.action, ended.state.value).observe((now - row.started_at).total_seconds())
-        op("run.step", request_id=req.id, run_id=run.id, service=req.service, step=p.position + 1, action=p.step.action,
-           outcome=ended.state.value, seconds=round((now - row.started_at).total_seconds(), 3),
-           error=ended.error or None)
-
-    def _finish(self, req: ChangeRequest, run: Run, ended: _Ended | None, state: RequestState, why: str,
-                diverged: bool = False, succeeded: bool = False, stale: Preflight | None = None) -> None:
-        sv = self.services
-        now = sv.clock()
-        svc = sv.config.service(req.service)
-        with session_scope(sv.engine) as s:
-            if ended is not None:
-                self._persist_end(s, req, run, ended)
-            r = s.get(Run, run.id)
-            values = {"ended_at": now, "error": why}
-            if succeeded:  # RTO from detection, decision and run start; RPO with its method
-                s.flush()
-                values |= measure(s, req, r, now, svc, diverged=diverged)
-            else:
-                values["passed"] = False
-            if run.kind is RequestKind.DRILL:  # passes only if it moved something and read it back
-                values |= drill_values(sv, s, run.id, run.request_id, values.get("passed"))
-            move_run(s, run.id, [RequestState.RUNNING], state, **values)
-            move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
-            if stale is not None:
-                s.get(ChangeRequest, req.id).preflight = stale.to_json()
-            if req.kind is RequestKind.RESUME:
-                move_request(s, req.parent_id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
-            if req.kind is RequestKind.ROLLBACK and succeeded:
-                move_request(s, req.parent_id, [RequestState.FAILED], RequestState.ROLLED_BACK, closed_at=now,
-                             state_reason=f"rolled back by #{req.id}")
-                record(s, SYSTEM, "request.rolled_back", target=req.service, request_id=req.parent_id,
-                       service=req.service, detail={"rollback": req.id})
-            if succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK):
-                _record_region(s, sv, req.service, req.to_region, req.id)
-            record(s, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
-                   text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
-            s.flush()
-            current = s.get(ChangeRequest, req.id, populate_existing=True)
-            queue_message(sv, s, current)
-            queue_progress(sv, s, s.get(ChangeRequest, run.request_id))
-            if req.parent_id:
-                queue_message(sv, s, s.get(ChangeRequest, req.parent_id, populate_existing=True))
-            if req.kind is RequestKind.DRILL:
-                queue_report(sv, s, current)
+    def _step_boundary(self, r: RunState, p: Planned, ended: Ended | None) -> tuple[int, datetime]:
+        started = step_started(self.services, r, p, ended)
         self._poke_outbox()
-        seconds = (now - _aware(run.started_at)).total_seconds()
-        sv.metrics.run_finished(req.kind.value, req.service, state.value, seconds, values)
-        op("run.finished", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service,
-           outcome=state.value, reason=why or None, seconds=round(seconds, 3),
-           rto_s=values.get("measured_rto_s"), rpo_s=values.get("measured_rpo_s"))
+        return started
+
+    def _finish(self, r: RunState, ended: Ended | None, state: RequestState, why: str, **how) -> None:
+        finish(self.services, r, ended, state, why, **how)
+        self._poke_outbox()
         self.done.set()
 
     def _poke_outbox(self) -> None:
         if self.services.outbox is not None:
             self.services.outbox.poke()
-
-
-def _record_region(s: Session, sv: Services, service: str, active: str, request_id: int) -> None:
-    svc = sv.config.service(service)
-    standby = svc.standby if active == svc.active else svc.active
-    row = s.get(ServiceState, service)
-    if row is None:
-        s.add(ServiceState(service=service, active_region=active, standby_region=standby,
-                           updated_at=sv.clock(), changed_by_request=request_id))
-    else:
-        row.active_region, row.standby_region = active, standby
-        row.updated_at, row.changed_by_request = sv.clock(), request_id

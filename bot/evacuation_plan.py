@@ -17,7 +17,7 @@ from typing import Any
 from bot.config.dependencies import dependents, moving_deps, waves
 from bot.preflight import Preflight, run_preflight
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope
 from bot.store.queries import measured_rtos, open_changes
 
 PREFLIGHT_WORKERS = 8
@@ -99,7 +99,7 @@ def plan_evacuation(services: Services, region: str) -> EvacuationPlan:
     regions = services.status.regions()  # service -> (active, standby), as drbot recorded them
     in_region = [n for n in config.service_names if regions[n][0] == region]
     moving = [n for n in in_region if n not in settings.exclude]
-    with session_scope(services.engine) as s:
+    with read_scope(services.engine) as s:
         busy = open_changes(s, moving)
         past = measured_rtos(s, moving)
     with ThreadPoolExecutor(max_workers=max(1, min(PREFLIGHT_WORKERS, len(moving))),

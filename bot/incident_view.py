@@ -6,13 +6,16 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from bot.incident_command import roles_of
+from bot.incident_followups import for_incident
 from bot.incidents import for_channel, open_incidents, services_of
 from bot.outbox.queue import parse
 from bot.render import Reply
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope
 from bot.store.incident_tables import Alert, Incident, OutboxItem
 from bot.store.models import ChangeRequest, Run, TimelineEvent
+from bot.store.queries import current_regions
 
 
 def timeline_of(s: Session, inc: Incident) -> list[TimelineEvent]:
@@ -35,12 +38,29 @@ def failover_runs(s: Session, inc: Incident) -> list[Run]:
     return list(s.exec(stmt.order_by(col(Run.started_at))))
 
 
+def regions_of(services: Services, s: Session, inc: Incident) -> dict[str, tuple[str, str]]:
+    """Service -> (active, standby) now, as drbot recorded them, for the incident's services."""
+    moved = current_regions(s)
+    return {n: moved.get(n, (svc.active, svc.standby)) for n in services_of(inc)
+            if (svc := services.config.service(n)) is not None}
+
+
+def moves_of(s: Session, runs: list[Run]) -> dict[int, tuple[str, str]]:
+    """Request id -> (from, to) region of each run's request."""
+    ids = [r.request_id for r in runs]
+    return {r.id: (r.from_region, r.to_region)
+            for r in s.exec(select(ChangeRequest).where(col(ChangeRequest.id).in_(ids)))} if ids else {}
+
+
 def incident_context(services: Services, s: Session, inc: Incident) -> dict[str, Any]:
+    runs = failover_runs(s, inc)
     return {"inc": inc, "services": services_of(inc), "timeline": timeline_of(s, inc),
-            "runs": failover_runs(s, inc), "alerts": list(s.exec(select(Alert).where(Alert.incident_id == inc.id)
-                                                                 .order_by(col(Alert.id)))),
+            "runs": runs, "moves": moves_of(s, runs), "regions": regions_of(services, s, inc),
+            "alerts": list(s.exec(select(Alert).where(Alert.incident_id == inc.id).order_by(col(Alert.id)))),
             "now": services.clock(), "command": services.command,
-            "targets": {n: services.config.service(n) for n in services_of(inc)}}
+            "targets": {n: services.config.service(n) for n in services_of(inc)},
+            "roles": roles_of(s, inc.id), "role_names": services.config.incidents.roles,
+            "followups": for_incident(s, inc.id)}
 
 
 def statuspage_body(services: Services, s: Session, inc: Incident, status: str, message: str) -> str:
@@ -51,7 +71,7 @@ def statuspage_body(services: Services, s: Session, inc: Incident, status: str, 
 
 def channel_view(services: Services, channel: str | None) -> tuple[dict | None, list[Incident]]:
     """The context of the channel's incident, or (None, the open incidents) when it has none."""
-    with session_scope(services.engine) as s:
+    with read_scope(services.engine) as s:
         inc = for_channel(s, channel)
         if inc is None:
             return None, open_incidents(s)
@@ -59,13 +79,13 @@ def channel_view(services: Services, channel: str | None) -> tuple[dict | None, 
 
 
 def context_of(services: Services, incident_id: int) -> dict:
-    with session_scope(services.engine) as s:
+    with read_scope(services.engine) as s:
         return incident_context(services, s, s.get(Incident, incident_id))
 
 
 def preview_body(services: Services, item_id: int) -> str:
     """The text a status-page preview would publish now (the Edit form starts from it)."""
-    with session_scope(services.engine) as s:
+    with read_scope(services.engine) as s:
         item = s.get(OutboxItem, item_id)
         if item is None:
             return ""

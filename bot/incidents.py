@@ -15,9 +15,10 @@ from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.changes import Refused
 from bot.events import ArchivePostmortem, IncidentChannel, IncidentResolved, IncidentReminder, StatuspagePreview
-from bot.events import StatuspagePublish
+from bot.events import OpsUpdate, StatuspagePublish
 from bot.oplog import op
 from bot.outbox.queue import enqueue, parse
+from bot.paging import queue_pages
 from bot.permissions import require
 from bot.render import Reply
 from bot.services import Services
@@ -110,7 +111,9 @@ def _open(services: Services, s: Session, actor: Actor, title: str, severity: st
     record(s, actor, "incident.opened", target=",".join(names), incident_id=inc.id, text=title,
            detail={"severity": severity, "services": names})
     enqueue(s, IncidentChannel(incident_id=inc.id), now)
+    queue_ops_update(services, s, inc, "opened", actor)
     publish_status(services, s, inc, first=True)
+    queue_pages(services, s, inc, "opened")
     services.metrics.incidents.labels("opened").inc()
     op("incident.opened", incident_id=inc.id, service=",".join(names), severity=severity, user=actor.id)
     return inc
@@ -130,13 +133,23 @@ def set_status(services: Services, s: Session, actor: Actor, inc: Incident, stat
     record(s, actor, "incident.status", target=inc.title, incident_id=inc.id, text=message,
            detail={"from": previous, "to": status})
     publish_status(services, s, inc, message=message)
+    queue_ops_update(services, s, inc, "status", actor)
     services.metrics.incidents.labels(status).inc()
     op("incident.status", incident_id=inc.id, service=",".join(services_of(inc)), user=actor.id, outcome=status,
        previous=previous)
     if status == "resolved":
         enqueue(s, IncidentResolved(incident_id=inc.id), now)
+        queue_pages(services, s, inc, "resolved")
         if services.config.archive is not None:
             enqueue(s, ArchivePostmortem(incident_id=inc.id), now)
+
+
+def queue_ops_update(services: Services, s: Session, inc: Incident, what: str, actor: Actor) -> None:
+    """Tell ``incidents.ops_channel`` (when set) what changed: opened, status, severity, commander."""
+    channel = services.config.incidents.ops_channel
+    if channel:
+        now = services.clock()
+        enqueue(s, OpsUpdate(incident_id=inc.id, channel=channel, what=what, by=actor.id, at=now.isoformat()), now)
 
 
 def add_note(s: Session, actor: Actor, inc: Incident, text: str, kind: str = "incident.note",

@@ -44,13 +44,21 @@ class Messenger(Protocol):
     def pin(self, channel: str, ts: str) -> None:
         ...
 
+    def set_topic(self, channel: str, topic: str) -> None:
+        """The channel's topic (plain text, at most 250 characters)."""
+        ...
+
     def upload(self, channel: str, filename: str, content: str, title: str) -> str:
         """Upload a text file to the channel; returns the file ID."""
         ...
 
 
 class RecordingMessenger:
-    """Keeps messages in memory (CLI runs, tests of the core): ts are counters."""
+    """Keeps messages in memory (CLI runs, tests of the core): ts are counters. Bounded:
+    beyond ``2 * keep`` entries, the oldest ``keep`` of the log, the messages and the files
+    are forgotten (a CLI run through an alert storm must not hold every reply)."""
+
+    keep = 1000
 
     def __init__(self):
         self.messages: dict[str, Reply] = {}
@@ -58,6 +66,7 @@ class RecordingMessenger:
         self.channels: dict[str, str] = {}
         self.invites: list[tuple[str, list[str]]] = []
         self.pins: list[tuple[str, str]] = []
+        self.topics: dict[str, str] = {}
         self.files: list[tuple[str, str, str]] = []
         self._n = 0
         self._lock = threading.Lock()
@@ -67,17 +76,25 @@ class RecordingMessenger:
             self._n += 1
             ts = f"{self._n}.000000"
             self.messages[ts] = reply
-            self.log.append(("post", channel, reply))
+            self._logged(("post", channel, reply))
             return ts
 
     def update(self, channel: str, ts: str, reply: Reply) -> None:
         with self._lock:
             self.messages[ts] = reply
-            self.log.append(("update", channel, reply))
+            self._logged(("update", channel, reply))
 
     def notify(self, channel: str, user: str, reply: Reply) -> None:
         with self._lock:
-            self.log.append(("notify", channel, reply))
+            self._logged(("notify", channel, reply))
+
+    def _logged(self, entry: tuple[str, str, Reply]) -> None:
+        self.log.append(entry)
+        if len(self.log) > 2 * self.keep:
+            del self.log[:self.keep]
+        if len(self.messages) > 2 * self.keep:
+            for ts in list(self.messages)[:self.keep]:
+                del self.messages[ts]
 
     def create_channel(self, name: str) -> tuple[str, str]:
         with self._lock:
@@ -91,6 +108,13 @@ class RecordingMessenger:
     def pin(self, channel: str, ts: str) -> None:
         self.pins.append((channel, ts))
 
+    def set_topic(self, channel: str, topic: str) -> None:
+        self.topics[channel] = topic
+
     def upload(self, channel: str, filename: str, content: str, title: str) -> str:
-        self.files.append((channel, filename, content))
-        return f"F{len(self.files):06d}"
+        with self._lock:
+            self._n += 1
+            self.files.append((channel, filename, content))
+            if len(self.files) > 2 * self.keep:
+                del self.files[:self.keep]
+            return f"F{self._n:06d}"

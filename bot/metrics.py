@@ -8,7 +8,7 @@ read at scrape time by ``watch``, so every replica reports the same values.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,8 +16,8 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from bot.store.drill_tables import WatchState
-from bot.store.incident_tables import OutboxItem, OutboxState
-from bot.store.models import Run
+from bot.store.incident_tables import AlertInbox, OutboxItem, OutboxState
+from bot.store.models import Run, aware
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,15 @@ class Metrics:
         self.alerts = Counter("drbot_alerts_received", "Alerts accepted, by endpoint", ["endpoint"], registry=r)
         self.alerts_rejected = Counter("drbot_alerts_rejected", "Alert requests rejected, by endpoint and reason",
                                        ["endpoint", "reason"], registry=r)
+        self.alerts_processed = Counter("drbot_alerts_processed", "Alerts stored by the alert drain (deduplicated, "
+                                        "grouped into incidents)", registry=r)
+        self.alert_payloads_failed = Counter("drbot_alert_payloads_failed", "Accepted alert payloads given up by the "
+                                             "drain after their attempts, by endpoint", ["endpoint"], registry=r)
         self.sns_confirmed = Counter("drbot_sns_subscriptions_confirmed", "SNS subscriptions confirmed", registry=r)
         self.incidents = Counter("drbot_incidents", "Incidents opened and status changes, by event",
                                  ["event"], registry=r)
+        self.pages = Counter("drbot_pages", "Pages sent to a pager, by pager kind and action (trigger, resolve)",
+                             ["pager", "action"], registry=r)
         self.outbox_given_up = Counter("drbot_outbox_given_up", "Outbox items given up, by kind", ["kind"],
                                        registry=r)
         self.slack_calls = Counter("drbot_slack_api_calls", "Slack Web API calls, by method and outcome",
@@ -142,6 +148,8 @@ class _Scraped:
                                 .group_by(OutboxItem.kind, OutboxItem.state)).all()
             verdicts = conn.execute(select(WatchState.service, WatchState.verdict)).all()
             measured = conn.execute(_last_measured()).all()
+            inbox = conn.execute(select(AlertInbox.state, func.count(), func.min(AlertInbox.received_at))
+                                 .group_by(AlertInbox.state)).all()
         for kind, state, count, oldest in rows:
             if state in (OutboxState.DEAD, OutboxState.DEAD.value, OutboxState.DEAD.name):
                 dead.add_metric([kind], float(count))
@@ -160,6 +168,7 @@ class _Scraped:
             if rpo_s is not None:
                 rpo.add_metric([service], float(rpo_s))
         yield from (depth, age, dead, ready, verdict, rto, rpo)
+        yield from _inbox(inbox, now)
 
 
 def _last_measured():
@@ -171,9 +180,18 @@ def _last_measured():
             .where(Run.measured_rto_s.is_not(None)))
 
 
-def aware(at: datetime) -> datetime:
-    """A database datetime as UTC-aware (SQLite gives naive ones)."""
-    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
+def _inbox(rows: list, now: datetime) -> Iterator[GaugeMetricFamily]:
+    """Accepted alert payloads waiting for the drain, the oldest one's age, those failed."""
+    found = {state: (count, oldest) for state, count, oldest in rows}
+    waiting, oldest = found.get("pending", (0, None))
+    depth = GaugeMetricFamily("drbot_alert_inbox_depth", "Accepted alert payloads waiting to be processed")
+    depth.add_metric([], float(waiting))
+    age = GaugeMetricFamily("drbot_alert_inbox_oldest_age_seconds", "Age of the oldest waiting alert payload")
+    age.add_metric([], max((now - aware(oldest)).total_seconds(), 0.0) if oldest else 0.0)
+    failed = GaugeMetricFamily("drbot_alert_inbox_failed", "Alert payloads the drain gave up on (kept with "
+                               "their error in alert_inbox)")
+    failed.add_metric([], float(found.get("failed", (0, None))[0]))
+    yield from (depth, age, failed)
 
 
 def decision_outcome(verb: str, decision: Any) -> str:

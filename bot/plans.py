@@ -3,6 +3,7 @@ parent's interrupted run (resume), or the undo of what its parent's run changed
 (rollback, newest first)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlmodel import Session, select
@@ -40,14 +41,25 @@ def steps_for(services: Services, s: Session, req: ChangeRequest) -> list[Planne
         return base
     # rollback: the parent's steps that ran, newest first, each through its rollback spec
     run = s.exec(select(Run).where(Run.request_id == parent.id)).first()
-    ran = {st.position for st in s.exec(select(RunStep).where(
-        RunStep.run_id == run.id, RunStep.rollback == False))  # noqa: E712
-        if st.state in (StepState.SUCCEEDED, StepState.FAILED, StepState.RUNNING)} if run else set()
+    ran: dict[int, dict] = {}  # position -> what its attempts recorded, the earliest attempt's values first
+    for st in s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.rollback == False)  # noqa: E712
+                     .order_by(RunStep.attempt)) if run else ():
+        if st.state in (StepState.SUCCEEDED, StepState.FAILED, StepState.RUNNING):
+            ran[st.position] = _recorded(st.output) | ran.get(st.position, {})
     out = []
     for p in reversed(base):
         if p.position in ran and p.step.rollback is not None:
             rb = p.step.rollback
-            spec = Step(name=f"Undo: {p.step.name}", action=rb.action, source=rb.source, timeout=p.step.timeout)
-            region = parent.to_region if rb.to == "target" else parent.from_region
+            spec = rb.as_step(p.step, ran[p.position])  # e.g. scale back to the replicas read before
+            region = parent.to_region if spec.to == "target" else parent.from_region
             out.append(Planned(p.position, spec, region, rollback=True))
     return out
+
+
+def _recorded(output: str | None) -> dict:
+    """A step's recorded output (JSON), or {} when there is none or it is not JSON."""
+    try:
+        found = json.loads(output or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}

@@ -24,7 +24,7 @@ from bot.config import ServiceConfig
 from bot.config.runbooks import Step
 from bot.replication import judge_move
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope
 from bot.store.queries import current_regions
 from bot.store.models import RequestState, Run
 from integrations.base import Target
@@ -132,7 +132,7 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
         if check.params.get("diverged"):
             loss = "diverged"
 
-    with session_scope(services.engine) as s:  # one read for both: where it runs, what else runs
+    with read_scope(services.engine) as s:  # one read for both: where it runs, what else runs
         recorded = current_regions(s).get(svc.name, (svc.active, svc.standby))[0]
         busy = s.exec(select(Run).where(Run.service == svc.name, col(Run.state).in_(
             [RequestState.RUNNING, RequestState.INTERRUPTED]), Run.request_id != (exclude_request or -1))).first()

@@ -14,7 +14,7 @@ from bot.policy import policy_for
 from bot.preflight import Preflight
 from bot.render import Reply
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope
 from bot.store.drill_tables import DrillOccurrence
 from bot.store.models import OPEN_STATES, Approval, ChangeRequest, RequestKind, Run, RunStep
 
@@ -86,7 +86,7 @@ def message(services: Services, s: Session, request_id: int) -> Reply:
 
 def listing(services: Services, recent: int = 10) -> dict[str, list[ChangeRequest]]:
     """Open requests, newest first, and the ``recent`` newest closed ones."""
-    with session_scope(services.engine) as s:
+    with read_scope(services.engine) as s:
         return _listing(s, recent)
 
 

@@ -32,6 +32,8 @@ class Services:
     """bot.engine.Runner, set by bot.wiring (it needs these services)."""
     outbox: Any = None
     """bot.outbox.Worker, set by bot.wiring."""
+    inbox: Any = None
+    """bot.alerts.drain.Drain (accepted alert payloads, processed in batches), set by bot.wiring."""
     scheduler: Any = None
     """bot.scheduler.Scheduler (started by ``drbot run`` only), set by bot.wiring."""
     metrics: Metrics = field(default_factory=Metrics)

@@ -14,6 +14,8 @@ it records every lag reading (``LagRecord``, for the weekly digest), compares ea
 with its ``WatchState`` and, on a change, updates the state and enqueues ONE outbox item
 "readiness.change" in the same transaction. The first observation of a service only
 records its state. A change with no channel configured updates the state and posts nothing.
+The same pass, on the same readings and in the same transaction, runs the failback
+assistant (``bot.failback_assistant``).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bot.events import ReadinessChange
+from bot.failback_assistant import assist
 from bot.outbox.queue import enqueue
 from bot.readiness import Assessment, Finding, Verdict, worst
 from bot.render import Reply
@@ -161,8 +164,9 @@ def watch_once(services: Services) -> list[dict[str, Any]]:
                     channel=change["channel"], service=a.service, at=now.isoformat(), to=verdict.value,
                     change={k: v for k, v in change.items() if k != "posted"}), services.clock())
             changes.append(change)
+        suggestions = assist(services, s, report.assessments, now, channel_for)
         s.execute(delete(LagRecord).where(LagRecord.at < now - LAG_KEEP))
-    if any(c["posted"] for c in changes) and services.outbox is not None:
+    if any(c["posted"] for c in changes + suggestions) and services.outbox is not None:
         services.outbox.poke()
     for c in changes:
         log.info("readiness of %s: %s -> %s%s", c["service"], c["from"], c["to"],

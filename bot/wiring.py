@@ -9,14 +9,16 @@ from typing import Any, Callable
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot import drills, jobs
+from bot import drills, incident_followups, jobs
 from bot.changes import expire_due
+from bot.alerts.drain import Drain
 from bot.collector import Collector
 from bot.config import LoadedConfig, load_config
 from bot.delivery import registry
 from bot.digest import digest_once
 from bot.engine import Runner
 from bot.metrics import Metrics
+from bot.incident_command import call_out_missing_commanders
 from bot.incidents import remind_due
 from bot.outbox.worker import Worker
 from bot.scheduler import Scheduler
@@ -63,6 +65,7 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
     prepare(engine, migrate)
     backends = build_backends(loaded, clients)
     collector = Collector(backends)
+    collector.prepare()  # HTTP clients and reader threads now, not during the first report
     services = Services(
         loaded=loaded,
         engine=engine,
@@ -77,6 +80,7 @@ def build_services(config: str | LoadedConfig | None = None, db_url: str | None 
     services.runner = Runner(services, inline=inline_runs)
     services.outbox = Worker(services, registry.kinds(loaded.config), registry.limits(loaded.config),
                              inline=inline_runs)
+    services.inbox = Drain(services, inline=inline_runs)
     services.scheduler = build_scheduler(services)
     seed_sandboxes(services)
     return services
@@ -98,7 +102,8 @@ def build_scheduler(services: Services) -> Scheduler:
         jobs.register("weekly_digest", lambda: digest_once(services))
         scheduler.add_job("weekly_digest", CronTrigger.from_crontab(digest.cron, timezone=digest.timezone))
     scheduler.add_job("drill_tick", IntervalTrigger(seconds=cfg.drill_tick.total_seconds()))
-    jobs.register("incident_reminders", lambda: remind_due(services))
+    jobs.register("incident_reminders", lambda: (remind_due(services), call_out_missing_commanders(services),
+                                                 incident_followups.remind(services)))
     scheduler.add_job("incident_reminders", IntervalTrigger(seconds=60))
     return scheduler
 

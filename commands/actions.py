@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from bot import changes, drills, followups, incidents
+from bot import changes, drills, followups, incident_command, incidents
 from bot.alerts import quiet
 from bot.actor import Actor
 from bot.incident_view import preview_body
@@ -68,6 +68,11 @@ def plan_failover(services: Services, actor: Actor, value: str) -> Reply:
     return plan.run(Invocation(services=services, actor=actor, args=[value], text=value))
 
 
+def plan_failback(services: Services, actor: Actor, value: str) -> Reply:
+    """Plan failback, on the failback assistant's suggestion: ``/dr plan SERVICE failback``."""
+    return plan.run(Invocation(services=services, actor=actor, args=[value, "failback"], text=f"{value} failback"))
+
+
 def preview(publish: bool):
     """Publish or Skip on a status-page preview."""
     def run(services: Services, actor: Actor, value: str) -> Reply | None:
@@ -127,6 +132,19 @@ def submit_update(services: Services, actor: Actor, incident_id: int, fields: di
 
 def submit_edit(services: Services, actor: Actor, item_id: int, fields: dict[str, str]) -> Reply | None:
     return incidents.decide_preview(services, actor, item_id, publish=True, body=fields["body"].strip())
+
+
+def claim_role(services: Services, actor: Actor, value: str) -> Reply | None:
+    """Claim on the pinned summary: the clicker takes the role (``INCIDENT_ID:ROLE``)."""
+    incident_id, _, role = value.partition(":")
+    number = parse_id(incident_id)
+    if number is None or role not in services.config.incidents.roles:
+        raise UsageError("this Claim button names no incident role drbot knows")
+    try:
+        incident_command.claim(services, actor, number, role)
+    except incidents.NoIncident:
+        return Reply("refused", {"code": "incident_resolved", "p": {"id": number}})
+    return None
 
 
 def resolve_incident(services: Services, actor: Actor, value: str) -> Reply | None:

@@ -2,14 +2,12 @@
 Pre-flight checks with live values and every step with what it would do; changes nothing."""
 from __future__ import annotations
 
-from bot.config.runbooks import Step
 from bot.preflight import run_preflight
 from bot.render import Reply
-from bot.steps import act
+from bot.steps import would_do
 from commands import evacuate
 from commands.base import Invocation, UsageError
 from commands.change_args import not_one_of, parse, pick_scenario, regions_for
-from integrations.base import IntegrationError
 
 NAME = "plan"
 KINDS = ("failover", "failback", "drill")
@@ -35,18 +33,8 @@ def run(inv: Invocation) -> Reply:
         raise UsageError(f"{args.service} has no {kind} runbook", NAME)
     from_region, to_region = regions_for(inv, args.service, kind, args.to_region, NAME)
     pre = run_preflight(inv.services, svc, from_region, to_region, steps, allow_data_loss=args.allow_data_loss)
-    planned = [(step, _dry_run(inv, svc, step, to_region if step.to == "target" else from_region))
-               for step in steps]
+    planned = [(step, would_do(inv.services, svc, step, kind, from_region, to_region)) for step in steps]
     return Reply("plan", {"svc": svc, "kind": kind, "scenario": scenario, "from_region": from_region,
                           "to_region": to_region, "preflight": pre, "planned": planned,
                           "command": inv.services.command})
 
-
-def _dry_run(inv: Invocation, svc, step: Step, region: str) -> str:
-    if step.action == "check":
-        return ""
-    try:
-        return act(inv.services, svc, step.action, step.source, region,
-                   allow_data_loss=step.allow_data_loss, dry_run=True).summary
-    except IntegrationError as e:
-        return f"cannot tell: {e}"

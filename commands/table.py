@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bot.permissions import ANYONE, APPROVAL_POLICY
 from commands import (
-    actions, cancel, drill, drills, failback, failover, help, incident, outbox, plan, requests, status, timeline,
+    actions, cancel, drill, drills, failback, failover, followup, help, incident, outbox, page, plan, requests, status,
+    timeline,
 )
 from commands.base import Button, Form, Subcommand
 
@@ -46,11 +47,27 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("cancel", "cancel ID", "Withdraw a request you made that waits for approval or for its run.", cancel.run,
                REQUEST),
     Subcommand("incident", "incident [open TITLE... [sev1..sev4] [SERVICE...] | status "
-                           "investigating|identified|monitoring|resolved [MESSAGE...] | note TEXT...]",
+                           "investigating|identified|monitoring|resolved [MESSAGE...] | note TEXT... | "
+                           "role ROLE @person|me | severity sev1..sev4 REASON...]",
                "The incident of this channel; open one (its channel is created, responders invited, readiness "
-               "pinned), change its status (the status page follows) or add a note to its timeline. A word "
-               "like sev9 must be a severity; after the severity come only service names.", incident.run,
-               {"": ANYONE, "open": "incident_open", "status": "incident_update", "note": ANYONE}),
+               "pinned), change its status (the status page follows), add a note to its timeline, give a role "
+               "(commander, ...) to someone or change the severity. A word like sev9 must be a severity; after "
+               "the severity come only service names.", incident.run,
+               # role, severity: the core decides (anyone claims a free role; otherwise incident_update or
+               # the incident's commander)
+               {"": ANYONE, "open": "incident_open", "status": "incident_update", "note": ANYONE,
+                "role": ANYONE, "severity": ANYONE}),
+    Subcommand("page", "page [TARGET [MESSAGE...]]",
+               "Page a paging target (paging.targets) or a service's on-call through the pager, about this "
+               "channel's incident (resolved with it), or about nothing outside one. Alone: who can be paged.",
+               page.run, {"": "incident_update"}),
+    Subcommand("followup", "followup [list] | add TEXT... [@owner|me] [due YYYY-MM-DD|in 3d] | done ID | reviewed",
+               "What to do after an incident, with owners and due dates: listed here, in the postmortem draft and "
+               "in the tracker when one is configured; overdue ones are reminded. `reviewed`: the postmortem "
+               "review was held.", followup.run,
+               # done, reviewed: the core decides (the owner or whoever added it; else incident_update or the
+               # commander)
+               {"": ANYONE, "add": ANYONE, "done": ANYONE, "reviewed": ANYONE}),
     Subcommand("timeline", "timeline", "Post the incident's timeline so far in this channel.", timeline.run, {"": ANYONE}),
     Subcommand("outbox", "outbox [retry ID]",
                "Side effects (request messages, posts, status-page updates) waiting for delivery or given up on; "
@@ -67,11 +84,13 @@ BUTTONS: tuple[Button, ...] = (
     Button("run_abort", "abort", actions.abort, APPROVAL_POLICY),
     Button("status_refresh", "refresh", actions.refresh_status, ANYONE),
     Button("plan_failover", "plan", actions.plan_failover, ANYONE),
+    Button("plan_failback", "plan-failback", actions.plan_failback, ANYONE),
     Button("sp_publish", "publish", actions.preview(publish=True), "statuspage_publish"),
     Button("sp_skip", "skip", actions.preview(publish=False), "statuspage_publish"),
     Button("sp_edit", "edit", actions.open_form("sp_edit"), "statuspage_publish"),
     Button("inc_update", "update", actions.open_form("inc_update"), "incident_update"),
     Button("inc_resolve", "resolve-incident", actions.resolve_incident, "incident_update"),
+    Button("inc_claim", "claim", actions.claim_role, ANYONE),  # a held role: incident_update or the commander
     Button("drill_postpone", "postpone", actions.open_form("drill_postpone"), "drill_calendar"),
     Button("drill_skip", "skip-drill", actions.open_form("drill_skip"), "drill_calendar"),
 )

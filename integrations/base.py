@@ -179,6 +179,8 @@ TRAFFIC = "traffic"
 DATABASE = "database"
 STATUS = "status"
 ARCHIVE = "archive"
+PAGER = "pager"
+TRACKER = "tracker"
 
 
 @runtime_checkable
@@ -224,3 +226,54 @@ class DatabasePromoter(Protocol):
         'switchover' (planned, no data loss) or 'failover' (unplanned; refused unless
         ``allow_data_loss``). Returns once the backend reports the new writer, or raises."""
         ...
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page as drbot means it; each pager maps it onto its own API. ``dedup_key``
+    makes it one alert however often it is sent (trigger, re-trigger, resolve)."""
+
+    dedup_key: str
+    summary: str
+    severity: str = "sev2"
+    """drbot's incident severity (sev1..sev4); each pager maps it to its own scale."""
+    service: str | None = None
+    """The drbot service it is about: picks the pager's route for that service, if any."""
+    details: dict[str, Any] = field(default_factory=dict)
+    routing_key: str | None = None
+    """A route of its own (a configured target's PagerDuty routing key), overriding the service's."""
+    responders: tuple[dict[str, str], ...] = ()
+    """Responders of its own (a configured target's Opsgenie teams or users)."""
+    raised: bool = False
+    """A re-trigger at a new severity: a pager that keeps the first severity of a merged
+    trigger (Opsgenie's priority) is told to change it."""
+
+
+@dataclass(frozen=True)
+class PageResult:
+    """What a pager did with a page, or with ``dry_run`` would do."""
+
+    action: str
+    """trigger, acknowledge or resolve."""
+    dedup_key: str
+    to: str
+    """Where it went, for people ("PagerDuty routing key for orders (...3f2a)"); never a secret."""
+    dry_run: bool
+    message: str = ""
+    """What the pager answered."""
+
+
+@runtime_checkable
+class Pager(Protocol):
+    """Trigger, acknowledge and resolve pages (PagerDuty Events v2, Opsgenie alerts)."""
+
+    def route(self, page: Page) -> str:
+        """A name of where ``page`` would go, the same for pages that reach the same people
+        (never a secret); raises IntegrationError when it has nowhere to go."""
+        ...
+
+    def trigger(self, page: Page, dry_run: bool = False) -> PageResult: ...
+
+    def acknowledge(self, page: Page, dry_run: bool = False) -> PageResult: ...
+
+    def resolve(self, page: Page, dry_run: bool = False) -> PageResult: ...

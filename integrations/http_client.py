@@ -2,7 +2,9 @@
 
 Building an ``httpx.Client`` with TLS verification loads the CA bundle into a new
 SSLContext, which costs tens of milliseconds; with dozens of sources that delayed the
-first report by seconds. The context is built once, on first use, and shared.
+first report by seconds. The context is built once, under a lock (``functools.cache`` is
+not one: on a cold start 34-45 reader threads each built their own), when the first
+httpx backend is built, i.e. at wiring, and shared.
 
 ``HttpBackend`` holds what every httpx backend shares: the lazily created, lock-guarded
 ``client`` (built by ``_make_client``; an injected client is used as given) and
@@ -11,23 +13,42 @@ their options' URL check.
 """
 from __future__ import annotations
 
-import functools
 import ssl
 import threading
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from integrations.base import Backend, BackendOptions
+from integrations.base import Backend, BackendOptions, ErrorKind, IntegrationError
 
 
-@functools.cache
-def _verifying_context() -> ssl.SSLContext:
-    return httpx.create_ssl_context()
+class _SharedContext:
+    """The one verifying SSLContext of the process, built by the first caller only."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._context: ssl.SSLContext | None = None
+        self.builds = 0
+
+    def get(self) -> ssl.SSLContext:
+        context = self._context
+        if context is not None:
+            return context
+        with self._lock:
+            if self._context is None:
+                self._context = httpx.create_ssl_context()
+                self.builds += 1
+            return self._context
+
+
+TLS = _SharedContext()
+"""Built lazily (nothing happens at import time); ``TLS.builds`` counts builds (at most 1)."""
 
 
 def make_client(timeout: float, verify_tls: bool = True, **kwargs) -> httpx.Client:
-    return httpx.Client(timeout=timeout, verify=_verifying_context() if verify_tls else False, **kwargs)
+    return httpx.Client(timeout=timeout, verify=TLS.get() if verify_tls else False, **kwargs)
 
 
 def check_http_url(value: str, field: str = "url") -> str:
@@ -50,6 +71,8 @@ class HttpBackend(Backend):
         super().__init__(name, options, client)
         self._owns_client = client is None
         self._lock = threading.Lock()
+        if client is None and getattr(options, "verify_tls", True):
+            TLS.get()  # at wiring, once: not in the reader threads of the first report
 
     def _make_client(self) -> httpx.Client:
         """A new client for this backend: ``options.timeout``, TLS verified."""
@@ -68,3 +91,29 @@ class HttpBackend(Backend):
         if self._owns_client and self._client is not None:
             self._client.close()
             self._client = None
+
+
+class RateLimited(IntegrationError):
+    """The service answered 429 (Statuspage: 420). TRANSIENT; ``retry_after``: seconds to
+    wait, when it said (the outbox waits that long before the next attempt)."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message, ErrorKind.TRANSIENT)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (seconds, or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, said without a zone
+        when = when.replace(tzinfo=timezone.utc)
+    return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)

@@ -9,7 +9,9 @@ query's own unit), the reading is "not replicating". Values that are not finite 
 ``observed_at`` is when the exporter sampled the lag, not when Prometheus evaluated the
 query (an instant query stamps every result with its evaluation time, so a sample scraped
 or pushed minutes ago would look fresh and ``stale_after`` would mean nothing). It is read
-with a second instant query at the same evaluation time, ``timestamp_query``: by default
+with a second instant query, ``timestamp_query``, sent at the same time as the first and
+pinned to the same evaluation time (``time=``, drbot's clock when the reading starts), so a
+reading costs one round trip, not two: by default
 ``timestamp(<query>)``, which gives each series' sample time when ``query`` is a plain
 series selector. With several series the oldest sample time dates the reading (a reading
 is only as fresh as its oldest part). For a query that computes (``max(...)``,
@@ -17,19 +19,23 @@ is only as fresh as its oldest part). For a query that computes (``max(...)``,
 answer is refused with an error saying to set ``timestamp_query``, e.g.
 ``min(timestamp(pg_replication_lag_seconds{cluster="orders"}))``.
 
-``history`` uses ``/api/v1/query_range`` over the last ``history_window`` seconds at
-``history_step``; per timestamp it keeps the largest finite value, skipping stopped ones.
+``history`` uses ``/api/v1/query_range`` over the ``history_window`` seconds up to that
+evaluation time at ``history_step`` (sent alongside the two instant queries); per timestamp
+it keeps the largest finite value, skipping stopped ones.
 
 Errors: timeouts, connection failures, HTTP 429/5xx and Prometheus ``timeout``/
 ``canceled``/``unavailable`` errors are TRANSIENT; 401/403 are NOT_PERMITTED (check the
 ``headers``); a rejected query (400 ``bad_data``, 422 ``execution``), a wrong URL, or a
-query with no series or a non-numeric value are PERMANENT. Both instant queries share one
-deadline of ``timeout`` seconds.
+query with no series or a non-numeric value are PERMANENT. The requests of one reading
+share one deadline of ``timeout`` seconds.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -38,12 +44,14 @@ from pydantic import Field, field_validator, model_validator
 
 from integrations.base import (
     LAG, BackendOptions, CheckResult, ErrorKind, IntegrationError, LagReading,
-    LagSample, Target, utcnow,
+    LagSample, Target,
 )
 from integrations.http_client import HttpBackend, check_http_url
 
 Series = tuple[dict[str, str], float, float]  # labels, unix time, raw value
 TRANSIENT_ERROR_TYPES = frozenset({"timeout", "canceled", "unavailable"})
+SIDE_REQUESTS = 4
+"""Threads per source for the requests sent alongside a reading's main query."""
 
 
 class PrometheusOptions(BackendOptions):
@@ -88,10 +96,21 @@ class PrometheusLag(HttpBackend):
 
     # -- capability -------------------------------------------------------------------
 
+    def __init__(self, name: str, options: PrometheusOptions, client: Any = None):
+        super().__init__(name, options, client)
+        self._side: ThreadPoolExecutor | None = None
+        self._side_lock = threading.Lock()
+        # its first thread now (at wiring): started in the first report's rush of reads,
+        # creating it cost that reading more than 100 ms under load
+        self._side_pool().submit(int)
+
     def read_lag(self, target: Target, history: bool = False) -> LagReading:
         o = self.options
         deadline = time.monotonic() + o.timeout
-        series = self._instant(o.query, deadline)
+        at = round(time.time(), 3)  # one evaluation time for every request of this reading
+        stamps = self._alongside(self._instant, self._timestamp_query(), deadline, at)
+        past = self._alongside(self._history, at, deadline) if history else None
+        series = self._instant(o.query, deadline, at=at)
         if not series:
             raise IntegrationError(
                 f"{self.name}: the query `{o.query}` returned no series at {o.url}. "
@@ -103,33 +122,64 @@ class PrometheusLag(HttpBackend):
                     f"{self.name}: the query `{o.query}` returned {raw} for "
                     f"{_labels(labels)}, which is not a lag. Fix the query so it "
                     f"yields a number.", ErrorKind.PERMANENT)
-        at = datetime.fromtimestamp(self._sampled(series[0][1], deadline), timezone.utc)
-        samples = self._history() if history else ()
+        at_sample = datetime.fromtimestamp(self._sampled(self._outcome(stamps, deadline)), timezone.utc)
+        samples = self._outcome(past, deadline) if past is not None else ()
         if o.stopped_value is not None:
             stopped = [s for s in series if s[2] == o.stopped_value]
             if stopped:
                 return LagReading(
-                    seconds=None, observed_at=at, replicating=False, history=samples,
+                    seconds=None, observed_at=at_sample, replicating=False, history=samples,
                     detail=f"{_labels(stopped[0][0])} is {o.stopped_value:g}: "
                            f"replication is not running")
         labels, _, raw = max(series, key=lambda s: s[2])
         detail = f"{raw:g} {o.unit}"
         if len(series) > 1:
             detail += f"; the largest of {len(series)} series ({_labels(labels)})"
-        return LagReading(seconds=self._to_seconds(raw), observed_at=at,
+        return LagReading(seconds=self._to_seconds(raw), observed_at=at_sample,
                           history=samples, detail=detail)
+
+    def _alongside(self, fn, *args) -> Future:
+        """``fn(*args)`` on this source's side threads, while the caller sends the main query."""
+        return self._side_pool().submit(fn, *args)
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        with self._side_lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(SIDE_REQUESTS, thread_name_prefix=f"drbot-{self.name}")
+            return self._side
+
+    def _outcome(self, future: Future, deadline: float):
+        """The side request's result (or its error); its HTTP call is bounded by the same
+        deadline, so this waits at most a moment past it."""
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()) + 1.0)
+        except FutureTimeout:
+            future.cancel()
+            raise IntegrationError(
+                f"{self.name}: Prometheus at {self.options.url} did not answer within "
+                f"{self.options.timeout:g} s.", ErrorKind.TRANSIENT) from None
+
+    def close(self) -> None:
+        """Close the HTTP client (if this backend created it) and the side threads."""
+        with self._side_lock:
+            side, self._side = self._side, None
+        if side is not None:
+            side.shutdown(wait=False, cancel_futures=True)
+        super().close()
 
     def _to_seconds(self, raw: float) -> float:
         return raw / 1000.0 if self.options.unit == "ms" else raw
 
-    def _sampled(self, evaluated: float, deadline: float) -> float:
-        """When the oldest series of the answer was sampled, by ``timestamp_query``
-        evaluated at the same instant as the query (``evaluated``, Prometheus' own time)."""
+    def _timestamp_query(self) -> str:
+        return self.options.timestamp_query or f"timestamp({self.options.query})"
+
+    def _sampled(self, stamps: list[Series]) -> float:
+        """When the oldest series of the answer was sampled, from ``timestamp_query``'s
+        answer at the reading's evaluation time."""
         o = self.options
-        query = o.timestamp_query or f"timestamp({o.query})"
+        query = self._timestamp_query()
         hint = ("set timestamp_query to a query that returns when the lag was sampled, e.g. "
                 "`min(timestamp(<the series selector>))`")
-        stamps = self._instant(query, deadline, at=evaluated)
         if not stamps:
             raise IntegrationError(
                 f"{self.name}: the query `{query}` returned no series at {o.url}, so when the "
@@ -164,12 +214,11 @@ class PrometheusLag(HttpBackend):
             f"{self.name}: the query `{query}` returned a {kind}; it must "
             f"return an instant vector or a scalar.", ErrorKind.PERMANENT)
 
-    def _history(self) -> tuple[LagSample, ...]:
+    def _history(self, end: float, deadline: float | None = None) -> tuple[LagSample, ...]:
         o = self.options
-        end = utcnow().timestamp()
         data = self._get("/api/v1/query_range", {
             "query": o.query, "start": f"{end - o.history_window:.3f}",
-            "end": f"{end:.3f}", "step": str(o.history_step)})
+            "end": f"{end:.3f}", "step": str(o.history_step)}, deadline)
         if data.get("resultType") != "matrix":
             raise IntegrationError(
                 f"{self.name}: the range query `{o.query}` returned a "

@@ -14,8 +14,19 @@ _KINDS: dict[str, str] = {
     "route53_failover": "integrations.aws.route53_failover:Route53Failover",
     "rds": "integrations.aws.rds:RdsPromoter",
     "aurora_global": "integrations.aws.aurora_global:AuroraGlobal",
+    "route53_arc": "integrations.aws.route53_arc:Route53Arc",
+    "global_accelerator": "integrations.aws.global_accelerator:GlobalAccelerator",
+    "cloudflare_lb": "integrations.cloudflare_lb:CloudflareLb",
+    "elasticache_global": "integrations.aws.elasticache_global:ElastiCacheGlobal",
     "statuspage": "integrations.statuspage:Statuspage",
+    "pagerduty": "integrations.pager.pagerduty:PagerDuty",
+    "opsgenie": "integrations.pager.opsgenie:Opsgenie",
     "s3_archive": "integrations.aws.s3_archive:S3Archive",
+    "jira": "integrations.jira:Jira",
+    "http": "integrations.steps.http_call:HttpCall",
+    "kubernetes": "integrations.steps.kubernetes:Kubernetes",
+    "argo_workflow": "integrations.steps.argo:ArgoWorkflows",
+    "aws_ssm": "integrations.aws.ssm:SsmAutomation",
 }
 
 

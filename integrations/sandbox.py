@@ -19,11 +19,15 @@ from integrations.base import (
     DATABASE, HEALTH, LAG, TRAFFIC, ActionResult, Backend, BackendOptions, CheckResult, DbRole, ErrorKind,
     HealthReading, IntegrationError, LagReading, LagSample, RegionDb, Replication, Target, utcnow,
 )
+from integrations.sandbox_steps import SandboxSteps, StepWorld
+from integrations.steps import HTTP_CALL, KUBERNETES
 
 FAULTS = ("region_down", "replication_stopped", "lag_spike", "source_error", "source_hang", "action_fails",
-          "replica_detached")
+          "replica_detached", "http_fails")
 """``replica_detached``: the region's database (every non-writer one when no region is
-named) is a standalone former writer, not a replica: moving to it loses data."""
+named) is a standalone former writer, not a replica: moving to it loses data. ``http_fails``:
+http steps whose URL names the service (and the region, when one is named) get HTTP 500
+(integrations/sandbox_steps.py)."""
 
 
 class Profile(BaseModel):
@@ -59,6 +63,8 @@ class Estate:
         self._clock = clock
         self._lock = threading.Lock()
         self._services: dict[str, _ServiceState] = {}
+        self.world = StepWorld()
+        """What the simulated http and kubernetes steps changed."""
 
     def _state(self, service: str) -> _ServiceState:
         return self._services.setdefault(service, _ServiceState())
@@ -127,6 +133,10 @@ class Estate:
                 st.detached.discard(writer)
                 st.writer = writer
 
+    def services(self) -> list[str]:
+        with self._lock:
+            return list(self._services)
+
     def faults(self, service: str) -> dict[str, str | None]:
         with self._lock:
             return dict(self._state(service).faults)
@@ -135,11 +145,11 @@ class Estate:
         return self._clock()
 
 
-class SandboxBackend(Backend):
+class SandboxBackend(SandboxSteps, Backend):
     kind = "sandbox"
     title = "SANDBOX"
     Options = SandboxOptions
-    capabilities = frozenset({LAG, HEALTH, TRAFFIC, DATABASE})
+    capabilities = frozenset({LAG, HEALTH, TRAFFIC, DATABASE, HTTP_CALL, KUBERNETES})
     sandbox = True
 
     options: SandboxOptions

@@ -37,7 +37,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -46,7 +45,7 @@ from pydantic import Field, SecretStr, field_validator
 from integrations.base import (
     STATUS, BackendOptions, CheckResult, ErrorKind, IntegrationError,
 )
-from integrations.http_client import HttpBackend, check_http_url
+from integrations.http_client import HttpBackend, RateLimited, check_http_url, retry_after
 
 INCIDENT_STATUSES = ("investigating", "identified", "monitoring", "resolved")
 MAINTENANCE_STATUSES = ("scheduled", "in_progress", "verifying", "completed")
@@ -54,13 +53,6 @@ COMPONENT_STATUSES = ("operational", "degraded_performance", "partial_outage",
                       "major_outage", "under_maintenance")
 IMPACTS = ("none", "minor", "major", "critical")
 
-
-class RateLimited(IntegrationError):
-    """Statuspage answered 420/429. ``retry_after``: seconds to wait, when it said."""
-
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message, ErrorKind.TRANSIENT)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -123,18 +115,6 @@ def _iso(value: datetime, what: str) -> str:
         raise _refuse(f"{what} must be timezone-aware (UTC), got {value}.")
     return value.astimezone(timezone.utc).isoformat()
 
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        return max((parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds(), 0.0)
-    except (TypeError, ValueError):
-        return None
 
 
 def _api_message(response: httpx.Response) -> str:
@@ -333,10 +313,10 @@ class Statuspage(HttpBackend):
                                    ErrorKind.TRANSIENT) from exc
         status = response.status_code
         if status in (420, 429):
-            retry_after = _retry_after(response.headers.get("Retry-After"))
-            wait = f"; retry after {retry_after:g} s" if retry_after is not None else ""
+            later = retry_after(response.headers.get("Retry-After"))
+            wait = f"; retry after {later:g} s" if later is not None else ""
             raise RateLimited(f"{self.name}: {where} is rate limiting requests (HTTP "
-                              f"{status}){wait}.", retry_after)
+                              f"{status}){wait}.", later)
         if status >= 400:
             said = _api_message(response)
             said = f"HTTP {status}: {said}" if said else f"HTTP {status}"

@@ -28,7 +28,34 @@ class RunningApp:
 @contextmanager
 def running_app(services: Services, fake: FakeSlack) -> Iterator[RunningApp]:
     settings = SlackSettings(bot_token="xoxb-test-token", signing_secret=SIGNING_SECRET, api_url=fake.base_url)
-    http_app = build_http_app(services, build_app(services, settings))
+    bolt_app = build_app(services, settings)
+    try:
+        with serving(build_http_app(services, bolt_app)) as url:
+            yield from _with_workers(services, url)
+    finally:
+        bolt_app.stop(wait=False)  # the Slack work in hand finishes on its own threads
+
+
+def _with_workers(services: Services, url: str) -> Iterator[RunningApp]:
+    if services.outbox is not None and not services.outbox.inline:
+        services.outbox.start(interval=0.2)  # as `drbot run` does: request messages, progress, posts
+    if services.inbox is not None:
+        services.inbox.start(interval=0.2)  # as `drbot run` does: accepted alerts, processed in batches
+    sender = SlackSender(url, SIGNING_SECRET)
+    try:
+        yield RunningApp(services, url, sender)
+    finally:
+        if services.inbox is not None:  # after the batch in progress; what waits stays stored
+            services.inbox.stop()
+        if services.outbox is not None:  # what is queued goes out before the fake stops
+            services.outbox.drain(timeout=10)
+            services.outbox.stop()
+        sender.close()
+
+
+@contextmanager
+def serving(http_app) -> Iterator[str]:
+    """``http_app`` served by uvicorn on 127.0.0.1 (a free port) in a thread; yields its URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -41,17 +68,9 @@ def running_app(services: Services, fake: FakeSlack) -> Iterator[RunningApp]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the app server did not start")
         time.sleep(0.01)
-    url = f"http://127.0.0.1:{port}"
-    if services.outbox is not None and not services.outbox.inline:
-        services.outbox.start(interval=0.2)  # as `drbot run` does: request messages, progress, posts
-    sender = SlackSender(url, SIGNING_SECRET)
     try:
-        yield RunningApp(services, url, sender)
+        yield f"http://127.0.0.1:{port}"
     finally:
-        if services.outbox is not None:  # what is queued goes out before the fake stops
-            services.outbox.drain(timeout=10)
-            services.outbox.stop()
-        sender.close()
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()

@@ -16,6 +16,7 @@ import httpx
 from sqlmodel import Session, col, select
 
 from bot.actor import Actor
+from bot.store.incident_tables import Alert
 from bot.store.models import ChangeRequest, Run
 from tests.slack_client import SlackSender
 
@@ -116,6 +117,19 @@ def rows(services, model, *where, order=None) -> list:
         return list(s.exec(stmt.order_by(order if order is not None else col(model.id))))
 
 
+def alerts_processed(services, timeout: float = 30.0) -> None:
+    """Wait until the alert drain has processed every accepted payload: a 200 from an
+    alert endpoint means stored, not yet processed (bot.alerts.drain)."""
+    assert services.inbox.drain(timeout=timeout), services.inbox.waiting()
+
+
+def incident_of_alert(services, fingerprint: str) -> int | None:
+    """The incident the alert ``fingerprint`` (as stored: ``am:...``) joined, once processed."""
+    alerts_processed(services)
+    [alert] = rows(services, Alert, Alert.fingerprint == fingerprint)
+    return alert.incident_id
+
+
 def request_row(services, request_id: int) -> ChangeRequest | None:
     with Session(services.engine) as s:
         return s.get(ChangeRequest, request_id)
@@ -205,6 +219,13 @@ class BotProcess:
 def bot_logs(bots: Iterable[BotProcess]) -> str:
     """What the bots said, for a failure message."""
     return "\n".join(f"--- {b.name} (pid {b.pid}):\n{b.output()}" for b in bots)
+
+
+def answered(fake, name: str, timeout: float = 10.0):
+    """The app's answer at ``fake.response_url(name)``: clicks and commands are answered after
+    their ack, so a test that needs one click decided before the next waits for it here."""
+    return wait_until(f"the answer at response_url {name!r}", lambda: next(
+        (c for c in fake.calls("response_url") if c.params.get("_path") == f"/response/{name}"), None), timeout)
 
 
 def delivered(services, timeout: float = 15.0) -> None:

@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from bot.config import parse_config
 from bot.store.incident_tables import Alert, Incident
-from bot.store.models import ChangeRequest, Run, TimelineEvent
+from bot.store.models import AuditEntry, ChangeRequest, Run, TimelineEvent
 from bot.wiring import build_services
 from integrations.aws.sns_verify import SnsVerifier, canonical_string
 from tests.app_server import running_app
@@ -156,6 +156,24 @@ def post_am(http: httpx.Client, app, payload: dict, token: str | None = AM_TOKEN
     return http.post(f"{app.url}/alerts/alertmanager", content=json.dumps(payload), headers=headers)
 
 
+def processed(services) -> None:
+    """Wait until the drain has processed every accepted payload."""
+    assert services.inbox.drain(timeout=30), services.inbox.waiting()
+
+
+def accepted(r: httpx.Response, alerts: int) -> int:
+    """The inbox id of an answer that accepted ``alerts`` alerts."""
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ok"] is True and body["accepted"] == alerts and isinstance(body["id"], int), body
+    return body["id"]
+
+
+def only_incident(services) -> int:
+    [inc] = rows(services, Incident)
+    return inc.id
+
+
 def posted(fake_slack, channel: str | None = None) -> list:
     return [c for c in fake_slack.calls("chat.postMessage") if channel is None or c.params.get("channel") == channel]
 
@@ -176,18 +194,14 @@ def test_alertmanager_firing_opens_incident_channel_timeline_then_resolves(app, 
     firing = am_payload([am_alert("OrdersReplicaLagHigh", LAG_1, instance="orders-db-replica-1"),
                          am_alert("OrdersReplicaLagHigh", LAG_2, instance="orders-db-replica-2")])
 
-    r = post_am(http, app, firing)
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["ok"] is True and body["new"] == 2 and body["duplicates"] == 0
-    assert body["unknown_services"] == []
-    [incident_id] = body["incidents_opened"]
-    assert body["incidents"] == [incident_id]
+    first = accepted(post_am(http, app, firing), 2)
+    processed(services)
+    incident_id = only_incident(services)
 
     # Alertmanager re-sends the group (repeat_interval, or after a restart): no duplicate
-    r = post_am(http, app, firing)
-    assert r.status_code == 200 and r.json()["duplicates"] == 2 and r.json()["new"] == 0
-    assert r.json()["incidents_opened"] == []
+    assert accepted(post_am(http, app, firing), 2) > first
+    processed(services)
+    assert only_incident(services) == incident_id
 
     alerts = rows(services, Alert)
     assert len(alerts) == 2
@@ -198,9 +212,9 @@ def test_alertmanager_firing_opens_incident_channel_timeline_then_resolves(app, 
         assert a.times_seen == 2 and a.incident_id == incident_id
         assert a.starts_at == datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
         assert any(link.startswith("http://prometheus.example:9090/graph") for link in json.loads(a.links))
-    firing_events = events(services, incident_id, "alert.firing")
-    assert len(firing_events) == 2  # one per alert, none for the repeat
-    assert {json.loads(e.data)["fingerprint"] for e in firing_events} == {f"am:{LAG_1}", f"am:{LAG_2}"}
+    [fired] = events(services, incident_id, "alert.firing")  # one for the batch, none for the repeat
+    assert json.loads(fired.data)["alerts"] == 2
+    assert set(json.loads(fired.data)["fingerprints"]) == {f"am:{LAG_1}", f"am:{LAG_2}"}
 
     [inc] = rows(services, Incident)
     assert inc.id == incident_id and inc.severity == "sev2" and json.loads(inc.services) == ["orders"]
@@ -235,16 +249,16 @@ def test_alertmanager_firing_opens_incident_channel_timeline_then_resolves(app, 
                                     instance="orders-db-replica-1"),
                            am_alert("OrdersReplicaLagHigh", LAG_2, status="resolved",
                                     instance="orders-db-replica-2")])
-    r = post_am(http, app, resolved)
-    assert r.status_code == 200 and r.json()["changed"] == 2 and r.json()["incidents"] == [incident_id]
-    r = post_am(http, app, resolved)  # and again: counted, not recorded twice
-    assert r.status_code == 200 and r.json()["duplicates"] == 2
-    resolved_events = events(services, incident_id, "alert.resolved")
-    assert len(resolved_events) == 2
-    assert {json.loads(e.data)["fingerprint"] for e in resolved_events} == {f"am:{LAG_1}", f"am:{LAG_2}"}
-    assert len(events(services, incident_id, "alert.firing")) == 2
+    accepted(post_am(http, app, resolved), 2)
+    processed(services)
+    accepted(post_am(http, app, resolved), 2)  # and again: counted, not recorded twice
+    processed(services)
+    [ended] = events(services, incident_id, "alert.resolved")
+    assert set(json.loads(ended.data)["fingerprints"]) == {f"am:{LAG_1}", f"am:{LAG_2}"}
+    assert len(events(services, incident_id, "alert.firing")) == 1
     for a in rows(services, Alert):
         assert a.status == "resolved" and a.ends_at == datetime(2024, 5, 1, 12, 20, tzinfo=timezone.utc)
+        assert a.times_seen == 3  # the first resolved changed it; the repeat counted
     assert len(rows(services, Incident)) == 1
 
     # the digest message in the channel is updated in place, no second channel
@@ -275,28 +289,30 @@ def test_bad_or_missing_token_is_refused_and_nothing_is_stored(app, alert_servic
 def test_unknown_service_is_stored_and_reported(app, alert_services, http):
     payload = am_payload([am_alert("InventoryDiskFull", "c0ffee0123456789", service="inventory",
                                    instance="inventory-db-1")])
-    r = post_am(http, app, payload)
-    assert r.status_code == 200, r.text
-    assert r.json()["unknown_services"] == ["inventory"]
-    assert r.json()["new"] == 1 and r.json()["incidents_opened"] == []
+    accepted(post_am(http, app, payload), 1)
+    processed(alert_services)
     [alert] = rows(alert_services, Alert)
     assert alert.service is None and alert.service_hint == "inventory"
     assert alert.summary == "InventoryDiskFull on inventory-db-1"
     assert rows(alert_services, Incident) == []
+    [unknown] = rows(alert_services, AuditEntry, AuditEntry.action == "alert.unknown_service")
+    assert unknown.target == "inventory"
 
 
 def test_two_signal_classes_suggest_a_failover_once_and_the_button_only_plans(app, alert_services,
                                                                               fake_slack, http):
     services = alert_services
-    r = post_am(http, app, am_payload([am_alert("OrdersReplicaLagHigh", LAG_1)]))
-    [incident_id] = r.json()["incidents_opened"]
+    accepted(post_am(http, app, am_payload([am_alert("OrdersReplicaLagHigh", LAG_1)])), 1)
+    processed(services)
+    incident_id = only_incident(services)
     assert services.outbox.drain(timeout=30)
     assert with_button(posted(fake_slack), "plan_failover") == []  # one signal class: no suggestion
 
     health = am_alert("OrdersEndpointDown", "9d0e8a7b6c5d4e3f", region="us-east-1",
                       instance="orders-api.us-east-1", summary="orders API in us-east-1 is down")
-    r = post_am(http, app, am_payload([health]))
-    assert r.status_code == 200 and r.json()["incidents"] == [incident_id]
+    accepted(post_am(http, app, am_payload([health])), 1)
+    processed(services)
+    assert only_incident(services) == incident_id
     assert services.outbox.drain(timeout=30)
     [inc] = rows(services, Incident)
     suggestions = with_button(posted(fake_slack, inc.channel_id), "plan_failover")
@@ -308,8 +324,10 @@ def test_two_signal_classes_suggest_a_failover_once_and_the_button_only_plans(ap
     assert json.loads(suggested.data)["signals"] == ["health", "lag"]
 
     # a second lag alert joins the incident, but does not suggest again
-    r = post_am(http, app, am_payload([am_alert("OrdersReplicaLagHigh", LAG_2, instance="orders-db-replica-2")]))
-    assert r.status_code == 200 and r.json()["new"] == 1 and r.json()["incidents"] == [incident_id]
+    accepted(post_am(http, app, am_payload([am_alert("OrdersReplicaLagHigh", LAG_2,
+                                                     instance="orders-db-replica-2")])), 1)
+    processed(services)
+    assert len(rows(services, Alert, Alert.incident_id == incident_id)) == 3
     assert services.outbox.drain(timeout=30)
     assert len(with_button(posted(fake_slack), "plan_failover")) == 1
     assert len(events(services, incident_id, "failover.suggested")) == 1
@@ -359,9 +377,8 @@ def test_generic_webhook_checks_the_signature_and_its_age(app, alert_services, h
     body = json.dumps({"service": "orders", "summary": "orders checkout error rate 7%", "severity": "warning",
                        "signal": "slo", "region": "us-east-1", "fingerprint": "checkout-errors"}).encode()
 
-    r = http.post(url, content=body, headers=webhook_headers(body))
-    assert r.status_code == 200, r.text
-    assert r.json()["new"] == 1
+    accepted(http.post(url, content=body, headers=webhook_headers(body)), 1)
+    processed(alert_services)
     [alert] = rows(alert_services, Alert)
     assert (alert.fingerprint, alert.source, alert.service, alert.signal, alert.severity) == (
         "wh:checkout-errors", "webhook", "orders", "slo", "warning")
@@ -497,9 +514,8 @@ def test_sns_cloudwatch_alarm_is_verified_and_stored(app, alert_services, sns, s
         return sum(alert_services.metrics.registry.get_sample_value(
             "drbot_alerts_rejected_total", {"endpoint": "sns", "reason": why}) or 0 for why in ("forbidden", "unavailable"))
 
-    r = post_sns(http, app, sns_sign(sns_notification(cloudwatch_alarm()), sns_key))
-    assert r.status_code == 200, r.text
-    assert r.json()["new"] == 1 and r.json()["unknown_services"] == []
+    accepted(post_sns(http, app, sns_sign(sns_notification(cloudwatch_alarm()), sns_key)), 1)
+    processed(alert_services)
     [alert] = rows(alert_services, Alert)
     assert (alert.source, alert.service, alert.region, alert.status, alert.signal, alert.severity) == (
         "sns", "orders", "us-east-1", "firing", "lag", "critical")
@@ -535,5 +551,6 @@ def test_sns_cloudwatch_alarm_is_verified_and_stored(app, alert_services, sns, s
     assert sns_rejected() == 3
 
     assert confirmed == []
+    processed(alert_services)
     [alert] = rows(alert_services, Alert)  # none of the refused messages changed anything
     assert alert.status == "firing" and alert.times_seen == 1

@@ -5,6 +5,8 @@ import io
 import json
 from pathlib import Path
 
+from bot.messenger import RecordingMessenger
+from bot.render import Reply
 from transports.cli import main
 from transports.shell import Shell
 from commands.router import dispatch
@@ -114,3 +116,17 @@ def test_an_unreachable_database_is_one_sentence_with_the_password_hidden(tmp_pa
         assert err.startswith("drbot: cannot use the database at postgresql+psycopg://drbot:***@127.0.0.1:1/drbot"), err
         assert "s3cret" not in err and "Traceback" not in err and "Check DATABASE_URL" in err, err
         assert err.count("\n") == 1, err
+
+
+def test_the_cli_messenger_forgets_its_oldest_replies_beyond_its_bound():
+    """drbot commands outside Slack record replies in memory; an alert storm must not grow it
+    without end: beyond 2 x keep entries, the oldest keep are forgotten."""
+    m = RecordingMessenger()
+    m.keep = 10
+    stamps = [m.post("C1", Reply("usage", {"n": i})) for i in range(100)]
+    for ts in stamps[-5:]:
+        m.update("C1", ts, Reply("usage", {"n": "again"}))
+    files = [m.upload("C1", f"f{i}.md", "x" * 1000, "t") for i in range(50)]
+    assert len(m.log) <= 20 and len(m.messages) <= 20 and len(m.files) <= 20
+    assert m.log[-1][0] == "update" and m.messages[stamps[-1]].context == {"n": "again"}
+    assert stamps[0] not in m.messages and len(set(files)) == 50  # ids stay unique after forgetting

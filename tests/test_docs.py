@@ -40,6 +40,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "`alerts`": ("alerts",),
     "`incidents`": ("incidents",),
     "`statuspage`": ("statuspage",),
+    "`paging`": ("paging",),
     "`services[].drills`: scheduled drills": ("services", ANY, "drills", ANY),
     "`watch`": ("watch",),
     "`digest`": ("digest",),
@@ -194,7 +195,8 @@ IAM_POLICY = ROOT / "deploy" / "iam-policy.json"
 METHOD_SCOPES: dict[str, set[str]] = {
     "chat.postMessage": {"chat:write"}, "chat.update": {"chat:write"}, "chat.postEphemeral": {"chat:write"},
     "conversations.create": {"channels:manage"}, "conversations.invite": {"channels:manage"},
-    "conversations.history": {"channels:history"}, "pins.add": {"pins:write"},
+    "conversations.history": {"channels:history"}, "conversations.setTopic": {"channels:manage"},
+    "pins.add": {"pins:write"},
     "files.upload.v2": {"files:write"}, "usergroups.users.list": {"usergroups:read"},
     "users.info": {"users:read"}, "views.open": set(), "auth.test": set(),
 }
@@ -278,3 +280,10 @@ def test_the_iam_policy_allows_exactly_the_calls_of_the_code():
                                         f"in the policy, never called: {sorted((granted | opt_in) - called)}")
     assert not granted & opt_in
     assert OPT_IN in (ROOT / "deploy" / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_example_config_names_every_kind_drbot_knows():
+    text = (ROOT / "deploy" / "drbot.example.yaml").read_text(encoding="utf-8")
+    comment = " ".join(line.lstrip("# ") for line in text.split("# Known kinds:", 1)[1].split("\nsources:")[0].splitlines())
+    named = set(re.findall(r"\b[a-z][a-z0-9_]+\b", comment.split("(docs/config.md")[0]))
+    assert set(registry.kinds()) <= named, sorted(set(registry.kinds()) - named)

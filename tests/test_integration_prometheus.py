@@ -43,6 +43,7 @@ class FakePrometheus:
         self.routes: dict[tuple[str, str | None], tuple[int, object, float]] = {}
         self.requests: list[tuple[str, dict[str, str], dict[str, str]]] = []
         self.release = threading.Event()  # ends pending delays at teardown
+        self.gate: threading.Barrier | None = None  # when set, every request waits there first
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +51,12 @@ class FakePrometheus:
                 url = urlsplit(self.path)
                 params = {k: v[0] for k, v in parse_qs(url.query).items()}
                 fake.requests.append((url.path, params, dict(self.headers)))
+                if fake.gate is not None:
+                    try:
+                        fake.gate.wait()
+                    except threading.BrokenBarrierError:
+                        self.send_error(500)
+                        return
                 status, body, delay = fake.routes.get(
                     (url.path, params.get("query")),
                     fake.routes.get((url.path, None), (404, "404 page not found", 0)))
@@ -115,11 +122,11 @@ def test_instant_vector_is_read_in_seconds(prom):
     assert reading.seconds == 2.75 and reading.replicating is True
     assert reading.observed_at == datetime(2024, 5, 1, 11, 59, 47, 500000, tzinfo=timezone.utc)
     assert reading.history == ()
-    (path, params, headers), (path2, params2, headers2) = prom.requests
-    assert path == "/api/v1/query" and params["query"] == QUERY and "time" not in params
-    # the sample time is asked at the same evaluation instant Prometheus reported
+    (path, params, headers), (path2, params2, headers2) = sorted(prom.requests, key=lambda r: len(r[1]["query"]))
+    assert path == "/api/v1/query" and params["query"] == QUERY
+    # the sample time is asked at the same evaluation instant as the lag, pinned by drbot
     assert path2 == "/api/v1/query" and params2["query"] == f"timestamp({QUERY})"
-    assert params2["time"] == f"{T:.3f}"
+    assert params["time"] == params2["time"] and abs(float(params["time"]) - time.time()) < 60
     # plain seconds: Prometheus refuses a fractional duration like "0.5s"
     assert params["timeout"] == params2["timeout"] == "3"
     assert headers["Authorization"] == headers2["Authorization"] == "Bearer s3cret"
@@ -241,8 +248,8 @@ def test_history_uses_a_range_query(prom):
     at = lambda t: datetime.fromtimestamp(t, timezone.utc)  # noqa: E731
     assert reading.history == (LagSample(at(T - 120), 2.0), LagSample(at(T - 60), 3.0),
                                LagSample(at(T), 4.0))
-    path, params, _ = prom.requests[-1]
-    assert path == "/api/v1/query_range" and params["query"] == QUERY
+    (path, params, _), = [r for r in prom.requests if r[0] == "/api/v1/query_range"]
+    assert params["query"] == QUERY
     assert params["step"] == "30"
     assert float(params["end"]) - float(params["start"]) == pytest.approx(600)
     assert abs(float(params["end"]) - time.time()) < 60
@@ -324,7 +331,8 @@ def test_timestamp_of_a_computed_query_is_refused_with_the_fix(prom):
     prom.answer({"resultType": "vector", "result": [{"metric": {}, "value": [T, f"{T - 90:.3f}"]}]}, query=stamp)
     reading = backend(prom.url, query=query, timestamp_query=stamp).read_lag(TARGET)
     assert reading.seconds == 4 and reading.observed_at == datetime.fromtimestamp(T - 90, timezone.utc)
-    assert prom.requests[-1][1] == {"query": stamp, "time": f"{T:.3f}", "timeout": "5"}
+    asked = {p["query"]: p for _, p, _ in prom.requests}
+    assert asked[stamp] == {"query": stamp, "time": asked[query]["time"], "timeout": "5"}
 
 
 def test_no_sample_time_is_permanent(prom):
@@ -336,13 +344,36 @@ def test_no_sample_time_is_permanent(prom):
 
 
 def test_both_queries_share_one_timeout(prom):
-    prom.samples("1", delay=0.4)  # each answer takes 0.4 s; the reading may take 0.6 s in all
+    prom.samples("1")
+    prom.answer({"resultType": "vector", "result": [{"metric": {}, "value": [T, f"{T - 5:.3f}"]}]},
+                query=f"timestamp({QUERY})", delay=0.8)  # the lag answers at once, its sample time late
     started = time.monotonic()
     with pytest.raises(IntegrationError) as err:
         backend(prom.url, timeout=0.6).read_lag(TARGET)
     assert err.value.kind is ErrorKind.TRANSIENT and "within 0.6 s" in str(err.value)
     assert time.monotonic() - started < 1.0
-    assert [p["query"] for _, p, _ in prom.requests] == [QUERY, f"timestamp({QUERY})"]
+    assert sorted(p["query"] for _, p, _ in prom.requests) == [QUERY, f"timestamp({QUERY})"]
+
+
+def test_the_lag_and_its_sample_time_are_asked_together_at_one_evaluation_time(prom):
+    """Each answer waits until the other request has arrived too: asked one after the other,
+    the first would wait in vain and the fake would answer 500."""
+    prom.samples("3", sampled=T - 10)
+    both = threading.Barrier(2, timeout=3)
+    prom.gate = both
+    reading = backend(prom.url, timeout=5).read_lag(TARGET)
+    assert reading.seconds == 3 and reading.observed_at == datetime.fromtimestamp(T - 10, timezone.utc)
+    assert not both.broken
+    times = {p["time"] for _, p, _ in prom.requests}
+    assert len(prom.requests) == 2 and len(times) == 1, prom.requests
+
+
+def test_history_is_asked_alongside_up_to_the_same_evaluation_time(prom):
+    prom.samples("5")
+    prom.answer({"resultType": "matrix", "result": []}, path="/api/v1/query_range")
+    backend(prom.url, history_window=600, history_step=60).read_lag(TARGET, history=True)
+    by_path = {path: params for path, params, _ in prom.requests if "timestamp" not in params["query"]}
+    assert by_path["/api/v1/query_range"]["end"] == by_path["/api/v1/query"]["time"]
 
 
 # -- the real Prometheus (Debian's package), where installed -------------------------------

@@ -9,10 +9,11 @@ from datetime import datetime, timezone
 import boto3
 import pydantic
 import pytest
+from botocore.exceptions import ReadTimeoutError
 from botocore.stub import Stubber
 
 from integrations.aws.route53_failover import Route53Failover
-from integrations.aws.session import make_client
+from integrations.aws.session import error_code, make_client
 from integrations.base import TRAFFIC, ErrorKind, IntegrationError, Target
 from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
 
@@ -326,3 +327,9 @@ def test_options_and_lazy_client():
     assert Route53Failover.Options.model_validate(
         {"hosted_zone_id": ZONE, "record_name": NAME, "policy": "weighted",
          "records": {"a": "1", "b": "2", "c": "3"}}).policy == "weighted"
+
+
+def test_an_aws_timeout_has_no_error_code_instead_of_crashing_the_mapping():
+    """botocore's ReadTimeoutError carries ``response = None``: the code lookup must say
+    None (then the timeout is mapped as transient), not raise AttributeError."""
+    assert error_code(ReadTimeoutError(endpoint_url="https://route53.amazonaws.com")) is None

@@ -27,8 +27,8 @@ from bot.wiring import build_services
 from commands.router import dispatch
 from tests.app_server import running_app
 from tests.postgres import temporary_schema
-from tests.helpers import (ALICE, BOB, CAROL, ROOT, TWO_STEP_CONFIG, delivered, free_port, request_row, rows,
-                           wait_until)
+from tests.helpers import (ALICE, BOB, CAROL, ROOT, TWO_STEP_CONFIG, answered, delivered, free_port, request_row,
+                           rows, wait_until)
 from tests.test_alerts_http import am_alert, am_payload
 from transports.http import build_http_app
 from transports.slack.app import SlackSettings, build_app
@@ -74,6 +74,7 @@ def test_metrics_count_a_failover_an_alert_storm_and_refused_clicks(metered, fak
             assert app.sender.block_action("cr_approve", str(req.id), user_id=who.id, user_name=who.name,
                                            message=message, response_url=fake_slack.response_url(who.id)
                                            ).status_code == 200
+            answered(fake_slack, who.id)  # decided (refused) before Bob approves
         assert app.sender.block_action("cr_approve", str(req.id), user_id=BOB.id, user_name="bob", message=message,
                                        response_url=fake_slack.response_url("bob")).status_code == 200
         done = wait_until("the run to end", lambda: request_row(services, req.id).state in (

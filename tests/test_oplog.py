@@ -16,7 +16,7 @@ from bot.incidents import open_by_hand, update_from_form
 from bot.store.models import ChangeRequest, RequestState
 from bot.wiring import build_services
 from tests.app_server import running_app
-from tests.helpers import ALICE, BOB, CAROL, TWO_STEP_CONFIG, delivered, request_row, rows, wait_until
+from tests.helpers import ALICE, BOB, CAROL, TWO_STEP_CONFIG, answered, delivered, request_row, rows, wait_until
 from transports.cli import main
 
 CHANNEL = "C_INC"
@@ -54,6 +54,8 @@ def test_every_operation_logs_one_json_line_with_stable_keys(tmp_path, fake_slac
                 app.sender.block_action("cr_approve", str(req.id), user_id=who.id, user_name=who.name,
                                         message=fake_slack.message(CHANNEL, req.message_ts),
                                         response_url=fake_slack.response_url(who.id))
+                if who is CAROL:
+                    answered(fake_slack, who.id)  # refused before Bob's click decides it
             wait_until("the run to end", lambda: request_row(services, req.id).state is RequestState.SUCCEEDED)
             r = httpx.post(app.url + "/alerts/alertmanager", content=b"{}", timeout=10,
                            headers={"Authorization": "Bearer nope", "Content-Type": "application/json"})

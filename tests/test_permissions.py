@@ -33,9 +33,11 @@ from bot.store.incident_tables import Incident, IncidentStatus, OutboxItem, Outb
 from bot.store.models import Approval, ChangeRequest, RequestState, TimelineEvent
 from bot.wiring import build_services
 from commands.table import BUTTONS, FORMS, SUBCOMMANDS
+from tests import test_followups as followup_tests
+from tests import test_incident_command as incident_command_tests
 from tests.app_server import running_app
 from tests.fakes.statuspage_api import FakeStatuspage
-from tests.helpers import ROOT, rows, wait_until
+from tests.helpers import ROOT, incident_of_alert, rows, wait_until
 
 SP_KEY = "sp-key-5e1d70"
 COMPONENT = "cmp0orders01"
@@ -277,11 +279,11 @@ def test_changing_an_incidents_status(dr, fake_slack, page):
     for channel in (inc.channel_id, DM):
         with Unchanged(dr, page):
             answer = slash(dr, fake_slack, "incident status resolved all fine, nothing to see", MALLORY, channel)
-            refused(answer, "change the status of incidents")
+            refused(answer, "change incidents (status, severity, who holds a role)")
 
     with Unchanged(dr, page):  # nor the Resolve button of the 'every alert resolved' notice
         refused(click_refused(dr, fake_slack, "inc_resolve", str(inc.id), MALLORY, inc.channel_id),
-                "change the status of incidents")
+                "change incidents (status, severity, who holds a role)")
 
     answer = slash(dr, fake_slack, "incident status identified A bad deploy of the orders API", CAROL,
                    inc.channel_id)
@@ -293,11 +295,11 @@ def test_the_post_update_button_and_form(dr, fake_slack, page):
     inc = open_by(dr, fake_slack, BOB)
     with Unchanged(dr, page):
         refused(click_refused(dr, fake_slack, "inc_update", str(inc.id), MALLORY, inc.channel_id),
-                "change the status of incidents")
+                "change incidents (status, severity, who holds a role)")
         # a forged submission, without the button: answered by DM, nothing changes
         submit(dr, "inc_update", {"status": {"status": {"type": "static_select", "selected_option": {
             "value": "resolved", "text": {"type": "plain_text", "text": "resolved"}}}}}, str(inc.id), MALLORY)
-        refused(dm_to(fake_slack, MALLORY, 1), "change the status of incidents")
+        refused(dm_to(fake_slack, MALLORY, 1), "change incidents (status, severity, who holds a role)")
     assert views_opened(fake_slack) == 0
 
     click(dr, "inc_update", str(inc.id), CAROL, inc.channel_id)
@@ -503,8 +505,7 @@ def alert(app, fingerprint: str, severity: str = "critical") -> int:
     r = app.sender.http.post(f"{app.url}/alerts/alertmanager", json=payload,
                              headers={"Authorization": "Bearer am-token"})
     assert r.status_code == 200, r.text
-    [inc_id] = r.json()["incidents_opened"]
-    return inc_id
+    return incident_of_alert(app.services, f"am:{fingerprint}")
 
 
 def kinds_queued(services, inc_id: int) -> list[tuple[str, str]]:
@@ -623,6 +624,10 @@ MATRIX_TESTS = {
     "Postpone or skip a drill": test_postponing_or_skipping_a_drill,
     "Request a change, decide it, follow it up": test_change_requests_and_their_buttons_follow_the_approval_policy,
     "Read; add a note": test_reading_is_open_to_all_and_a_note_needs_the_channel,
+    # the core decides these (a free role, one's own follow-up): their own scenario tests
+    "Give an incident role, change the severity": incident_command_tests.test_who_may_change_what,
+    "Follow-ups: add, list, mark done, review held":
+        followup_tests.test_followups_are_filed_once_listed_closed_by_who_may_and_in_the_postmortem,
 }
 
 

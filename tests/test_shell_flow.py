@@ -9,7 +9,10 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from bot.render import Reply
+from commands.router import dispatch
 from transports.cli import main
+from transports.shell import Shell, ShellMessenger
 from bot.store import make_engine, session_scope
 from bot.store.models import AuditEntry, ChangeRequest, RequestState, Run, RunStep, ServiceState, StepState
 
@@ -79,3 +82,29 @@ def test_demo_failover_in_the_shell_then_status_shows_orders_in_us_west_2(tmp_pa
                                ("drbot", "step.succeeded"), ("drbot", "run.succeeded")]
     finally:
         engine.dispose()
+
+
+def test_the_shell_remembers_a_bounded_number_of_messages(services):
+    """An alert storm in the shell: thousands of posts, memory of the last KEPT only. An
+    update of a remembered message prints what changed; of a forgotten one, all of it."""
+    out = io.StringIO()
+    shell = Shell(services, dispatch, out=out)
+    messenger = services.messenger
+    assert isinstance(messenger, ShellMessenger)
+
+    def message(n: int, line: str) -> Reply:
+        return Reply("error", {"message": f"alert {n}\n{line}", "ref": "r"})
+
+    first = messenger.post("C1", message(0, "firing"))
+    for n in range(1, 3 * ShellMessenger.KEPT):
+        last = messenger.post("C1", message(n, "firing"))
+    assert messenger.remembered == ShellMessenger.KEPT
+
+    out.seek(0), out.truncate()
+    messenger.update("C1", last, message(3 * ShellMessenger.KEPT - 1, "resolved"))
+    assert "resolved" in out.getvalue() and "logged as" not in out.getvalue()  # only what changed
+    out.seek(0), out.truncate()
+    messenger.update("C1", first, message(0, "resolved"))
+    assert "resolved" in out.getvalue() and "logged as" in out.getvalue()  # forgotten: all of it
+    assert messenger.remembered == ShellMessenger.KEPT
+    assert shell.actor.name == "alice"

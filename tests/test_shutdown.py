@@ -241,3 +241,33 @@ def test_metrics_port_serves_metrics_apart_from_the_public_port(tmp_path, fake_s
         assert _exit_code(bot, 15) == 0, bot.output()
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2)
+
+
+WAITING = CONFIG.replace("""        - {name: switch writer, action: database.switchover, timeout: 30s}
+""", """        - {name: hold for the standby, action: wait, timeout: 5m, wait: {duration: 2m}}
+""")
+
+
+def test_a_step_still_waiting_past_the_grace_period_is_cancelled_and_resumable(tmp_path, fake_slack):
+    """A step that polls (a wait here; an Argo workflow or an SSM execution alike) is told to
+    stop when the grace period has passed: it ends at once, recorded as stopped, and its run
+    is interrupted, not failed: Resume runs that step again."""
+    config = tmp_path / "drbot.yaml"
+    config.write_text(WAITING % 0)
+    url = f"sqlite:///{tmp_path}/drbot.db"
+    bot = BotProcess(tmp_path, "bot", config, url, fake_slack, SECRET, env={"DRBOT_SHUTDOWN_GRACE": "0.5"})
+    with bot:
+        bot.wait_healthy()
+        request_id, engine = _failover_running_step_1(bot, url, fake_slack)
+        stopped = time.monotonic()
+        bot.proc.send_signal(signal.SIGTERM)
+        assert _exit_code(bot, 15) == 0, bot.output()
+        assert time.monotonic() - stopped < 6  # the grace period, then the step's cancel: not its 2 minutes
+        with Session(engine) as s:
+            run = s.exec(select(Run)).one()
+            [step] = s.exec(select(RunStep)).all()
+            req = s.get(ChangeRequest, request_id)
+        assert step.state is StepState.FAILED and step.ended_at is not None, bot.output()
+        assert run.state is RequestState.INTERRUPTED and req.state is RequestState.INTERRUPTED, bot.output()
+        assert "handed over after step 1" in bot.output()
+        engine.dispose()

@@ -399,7 +399,7 @@ def test_resolving_posts_the_timeline_and_uploads_and_archives_the_postmortem(tm
             r = app.sender.http.post(f"{app.url}/alerts/alertmanager", json=payload,
                                      headers={"Authorization": "Bearer am-token"})
             assert r.status_code == 200, r.text
-            [inc_id] = r.json()["incidents_opened"]
+            inc_id = helpers.incident_of_alert(services, "am:aa11bb22cc33dd44")
             assert services.outbox.drain(timeout=30)
             with Session(services.engine) as s:
                 channel = s.get(Incident, inc_id).channel_id

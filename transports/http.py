@@ -11,16 +11,23 @@ digits (400), a valid and fresh signature (401), and the shape of the payloads d
 handles (``transports.slack.payloads``, 400 naming the field). Bolt then gets only
 well-formed, signed requests. Rejections are logged as one line with the reason and the
 body's size, never the body.
+
+Bolt's dispatch (the ack: milliseconds, the work goes to the Slack app's own pool) runs on
+threads of its own (``ACK_THREADS``), so acks never queue behind alert webhooks, /metrics
+or /readyz on the server's shared thread pool.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import re
 import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from slack_bolt import App, BoltRequest
+import anyio.to_thread
+from anyio import CapacityLimiter
+from slack_bolt import BoltRequest
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -32,13 +39,15 @@ from starlette.routing import Route
 
 from bot.services import Services
 from bot.store.schema import pending
-from transports import webhooks
+from transports import pager_hooks, webhooks
 from transports.limits import SLACK_BODY, UNIX_TIME, Rejected, check_depth, parse_json, problem, read_body, utf8
+from transports.slack.app import SlackApp
 from transports.slack.payloads import BadPayload, check
 
 log = logging.getLogger(__name__)
 
 SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+ACK_THREADS = 16
 
 
 def _slack_body(raw: str, content_type: str) -> tuple[dict[str, Any], bool]:
@@ -94,15 +103,20 @@ async def _slack_request(request: Request, verifier: SignatureVerifier) -> BoltR
     return BoltRequest(body=body, query=str(request.query_params), headers=headers, mode="socket_mode")
 
 
-def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any = None,
+def build_http_app(services: Services, bolt_app: SlackApp | None, socket_handler: Any = None,
                    serve_metrics: bool = True) -> Starlette:
     """``bolt_app`` is None in Socket Mode: then ``/slack/events`` is not served at all, and
     ``socket_handler`` (slack_bolt's SocketModeHandler) tells ``/readyz`` whether Slack is connected.
     ``serve_metrics`` False: ``/metrics`` lives on its own port (``drbot run --metrics-port``)."""
     secret = getattr(bolt_app, "signing_secret", None) if bolt_app is not None else None
     verifier = SignatureVerifier(secret) if secret else None
+    ack_threads: list[CapacityLimiter] = []  # made in the server's event loop, on the first request
 
     async def slack_events(request: Request) -> Response:
+        with bolt_app.acks.acking():  # from arrival: the work after acks waits while any is in hand
+            return await _slack_events(request)
+
+    async def _slack_events(request: Request) -> Response:
         if verifier is None:
             return JSONResponse({"ok": False, "error": "request verification is not set up"}, status_code=503)
         try:
@@ -113,8 +127,10 @@ def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any
             return JSONResponse(problem(e), status_code=e.status)
         if isinstance(bolt_request, str):
             return JSONResponse({"ok": True, "ignored": bolt_request})
-        # dispatch blocks until the listener acks (milliseconds); keep it off the event loop
-        result = await run_in_threadpool(bolt_app.dispatch, bolt_request)
+        # dispatch returns once the listener acked (milliseconds); keep it off the event loop
+        if not ack_threads:
+            ack_threads.append(CapacityLimiter(ACK_THREADS))
+        result = await anyio.to_thread.run_sync(bolt_app.dispatch, bolt_request, limiter=ack_threads[0])
         return Response(status_code=result.status, content=result.body,
                         headers=result.first_headers_without_set_cookie())
 
@@ -134,10 +150,20 @@ def build_http_app(services: Services, bolt_app: App | None, socket_handler: Any
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"]),
-              *([Route("/metrics", metrics, methods=["GET"])] if serve_metrics else []), *webhooks.routes(services)]
+              *([Route("/metrics", metrics, methods=["GET"])] if serve_metrics else []), *webhooks.routes(services),
+              *pager_hooks.routes(services)]
     if bolt_app is not None:
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)
+
+
+def freeze_startup_heap() -> None:
+    """Call once, after wiring and before serving: what start-up built (config, templates,
+    SQLAlchemy, Bolt) is moved out of the garbage collector's sight, so a full collection
+    scans only what requests made since. Measured under 50 concurrent clients, a full
+    collection otherwise paused every thread, acks included, for 140-190 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 def _not_ready(services: Services, socket_handler: Any) -> str:

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.followups import recover_interrupted
 from bot.services import Services
-from transports.http import build_http_app
+from transports.http import build_http_app, freeze_startup_heap
 from transports.slack.app import SlackSettings, build_app, make_client
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
         log.warning("runs interrupted by a previous stop, announced in their threads: %s", interrupted)
     services.scheduler.start()  # periodic jobs, on the leader replica only
     services.outbox.start()  # delivers what a previous process left pending, then new items
+    services.inbox.start()  # processes alerts accepted (by this process or a previous one), in batches
     services.runner.start()  # starts what is approved and due, now and whenever it is poked
     handler = None
     if mode == "socket":
@@ -111,10 +112,13 @@ def run(services: Services, mode: str | None, host: str, port: int, env=os.envir
         log.info("HTTP mode: Slack events at http://%s:%d/slack/events", host, port)
         http_app = build_http_app(services, app, serve_metrics=metrics_server is None)
     server = _Server(uvicorn.Config(http_app, host=host, port=port, log_level="warning"))
+    freeze_startup_heap()  # what start-up built is kept out of the collector's scans (no pauses under load)
     try:
         server.run()
     finally:
+        app.stop(wait=True)  # replies to commands already acked are still sent
         finished = _stop(services, server.signalled or "exit", handler)
+        services.collector.close()
         if metrics_server is not None:
             metrics_server.shutdown()
     if not finished:  # a step still runs past the grace period: its run is recorded interrupted
@@ -162,8 +166,9 @@ def _stop(services: Services, why: str, socket_handler: SocketModeHandler | None
     if interrupted:
         log.warning("runs marked interrupted (%s): %s; Resume continues them",
                     "after their step" if finished else f"still in a step after {GRACE:.0f} s", interrupted)
+    services.inbox.stop()  # after its batch in progress; what waits is processed at the next start
     services.outbox.stop()
-    log.info("outbox worker stopped")
+    log.info("alert drain and outbox worker stopped")
     services.scheduler.stop(wait=False)
     log.info("scheduler stopped, leadership released; drbot stopped")
     return finished

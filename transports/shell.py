@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import uuid
+from collections import OrderedDict
 from typing import Callable, TextIO
 
 from bot.actor import Actor
@@ -27,26 +28,43 @@ def shell_actor(name: str) -> Actor:
 
 
 class ShellMessenger:
-    """Messages the bot posts or updates are printed, as the channel would show them."""
+    """Messages the bot posts or updates are printed, as the channel would show them.
+
+    To print only what an update changed, the shell remembers the text of the last
+    ``KEPT`` messages posted or updated (older ones are forgotten, so a long session or an
+    alert storm never grows its memory; an update of a forgotten message prints whole)."""
+
+    KEPT = 200
 
     def __init__(self, shell: "Shell"):
         self.shell = shell
         self._n = 0
-        self._shown: dict[str, list[str]] = {}
+        self._shown: OrderedDict[str, list[str]] = OrderedDict()
+
+    def _remember(self, ts: str, lines: list[str]) -> None:
+        self._shown[ts] = lines
+        self._shown.move_to_end(ts)
+        while len(self._shown) > self.KEPT:
+            self._shown.popitem(last=False)
+
+    @property
+    def remembered(self) -> int:
+        return len(self._shown)
 
     def post(self, channel: str, reply: Reply, thread_ts: str | None = None) -> str:
         self._n += 1
         ts = f"{self._n}.000000"
         prefix = "  │ " if thread_ts else ""
-        self._shown[ts] = self.shell.renderer_text(reply).splitlines()
-        self.shell.write_lines(self._shown[ts], prefix)
+        lines = self.shell.renderer_text(reply).splitlines()
+        self._remember(ts, lines)
+        self.shell.write_lines(lines, prefix)
         return ts
 
     def update(self, channel: str, ts: str, reply: Reply) -> None:
         """Print the first line (which message) and the lines that changed."""
         lines = self.shell.renderer_text(reply).splitlines()
         before = set(self._shown.get(ts, []))
-        self._shown[ts] = lines
+        self._remember(ts, lines)
         changed = [line for line in lines[1:] if line not in before]
         if changed:
             self.shell.write_lines(lines[:1] + changed, "  ↻ ")
@@ -80,6 +98,8 @@ class Shell:
         self.out = out or sys.stdout  # looked up now, not at import: it may have been replaced
         services.messenger = ShellMessenger(self)
         services.outbox.inline = True  # one process, printing: delivered at once, unpaced
+        if services.inbox is not None:
+            services.inbox.inline = True  # alerts sent to a shell's process become incidents at once
 
     def renderer_text(self, reply: Reply) -> str:
         return self.services.renderer.text(reply)

@@ -8,10 +8,11 @@
 
 Every request is checked before it is read: its size (413, ``transports.limits``), who sent
 it (401/403), then its body: UTF-8 JSON of at most 64 levels, and the typed model of what
-its sender documents (``bot.alerts.normalise``): 400 naming the field. Up to
-``bot.alerts.batches.PART`` alerts are ingested before the answer (200, with what was
-stored); a larger notification, up to ``MAX_ALERTS``, is queued in parts and answered 202
-at once; more is refused (413). Nothing here answers 500 to bad input, and rejections are
+its sender documents (``bot.alerts.normalise``): 400 naming the field; more than
+``MAX_ALERTS`` alerts: 413. A notification that passes is stored as it came, in one INSERT
+(``bot.alerts.drain``, table ``alert_inbox``), and answered 200 ``{"ok": true, "accepted":
+n, "id": inbox id}``: a 200 means its alerts will be processed, by the drain worker, in
+batches, even across a restart. Nothing here answers 500 to bad input, and rejections are
 logged (``alert.rejected``, ``bot.oplog``) with the reason and the size, never the body,
 and counted in ``drbot_alerts_rejected_total{endpoint, reason}``.
 """
@@ -21,22 +22,20 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.alerts import batches
-from bot.alerts.normalise import BadPayload, from_alertmanager, from_cloudwatch_sns, from_webhook
+from bot.alerts.normalise import BadPayload, read
 from bot.oplog import op
 from bot.services import Services
 from integrations.aws.sns_confirm import confirm_subscription
 from integrations.aws.sns_verify import CertificateUnavailable, SignatureInvalid, SnsVerifier
 from integrations.base import IntegrationError
-from transports.limits import (ALERTS_BODY, MAX_ALERTS, SNS_BODY, UNIX_TIME, Rejected, parse_json, problem,
-                               read_body)
+from transports.limits import ALERTS_BODY, MAX_ALERTS, SNS_BODY, UNIX_TIME, Rejected, parse_json, read_body, utf8
 
 log = logging.getLogger(__name__)
 REPLAY_WINDOW = 300
@@ -50,25 +49,15 @@ def _endpoint(request: Request) -> str:
     return request.url.path.rsplit("/", 1)[-1]
 
 
-def _take(services: Services, alerts: list) -> tuple[int, dict]:
-    """Ingest now (200) or queue in parts (202); behind parts still waiting, queue too."""
-    if services.outbox is None:
-        return 200, {"ok": True, **batches.ingest_now(services, alerts).as_dict()}
-    if len(alerts) > batches.PART or batches.waiting(services):
-        return 202, batches.queue(services, alerts)
-    result = batches.ingest_now(services, alerts)
-    services.outbox.poke()
-    return 200, {"ok": True, **result.as_dict()}
-
-
-async def _accept(services: Services, endpoint: str, normalise: Callable[[Any], list], data: Any) -> Response:
-    alerts = normalise(data)  # raises BadPayload
+async def _accept(services: Services, endpoint: str, text: str, data: Any) -> Response:
+    """Validate ``data`` as its sender documents it, store ``text`` (the body), answer 200."""
+    alerts = read(endpoint, data, services.config)  # raises BadPayload
     if len(alerts) > MAX_ALERTS:
         raise Rejected(413, f"{len(alerts)} alerts in one request; at most {MAX_ALERTS} are taken "
                             "(set max_alerts in Alertmanager's webhook_config)")
-    status, answer = await run_in_threadpool(_take, services, alerts)
+    inbox_id = await run_in_threadpool(services.inbox.accept, endpoint, text, alerts)
     services.metrics.alerts.labels(endpoint).inc(len(alerts))
-    return JSONResponse(answer, status_code=status)
+    return JSONResponse({"ok": True, "accepted": len(alerts), "id": inbox_id})
 
 
 def _rejected(services: Services, request: Request, e: Rejected | BadPayload) -> JSONResponse:
@@ -89,8 +78,8 @@ def routes(services: Services) -> list[Route]:
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {cfg.alertmanager_token}".encode()):
                 raise Rejected(401, "missing or wrong bearer token")
-            data = parse_json(await read_body(request, ALERTS_BODY))
-            return await _accept(services, "alertmanager", lambda d: from_alertmanager(d, services.config), data)
+            text = utf8(await read_body(request, ALERTS_BODY))
+            return await _accept(services, "alertmanager", text, parse_json(text))
         except (Rejected, BadPayload) as e:
             return _rejected(services, request, e)
 
@@ -108,8 +97,8 @@ def routes(services: Services) -> list[Route]:
                                         hashlib.sha256).hexdigest()
             if not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
                 raise Rejected(401, "bad X-Drbot-Signature")
-            data = parse_json(body)
-            return await _accept(services, "webhook", lambda d: from_webhook(d, services.config), data)
+            text = utf8(body)
+            return await _accept(services, "webhook", text, parse_json(text))
         except (Rejected, BadPayload) as e:
             return _rejected(services, request, e)
 
@@ -117,7 +106,8 @@ def routes(services: Services) -> list[Route]:
         if not cfg.sns_topics:
             return _problem(404, "the SNS endpoint is off (set alerts.sns_topics)")
         try:
-            message = parse_json(await read_body(request, SNS_BODY))
+            text = utf8(await read_body(request, SNS_BODY))
+            message = parse_json(text)
             if not isinstance(message, dict) or message.get("TopicArn") not in cfg.sns_topics:
                 raise Rejected(403, "unknown SNS topic")
             verifier = services.extras.get("sns_verifier")
@@ -140,7 +130,7 @@ def routes(services: Services) -> list[Route]:
                 return JSONResponse({"ok": True, "confirmed": message["TopicArn"]})
             if kind != "Notification":
                 return JSONResponse({"ok": True, "ignored": kind})
-            return await _accept(services, "sns", lambda m: [from_cloudwatch_sns(m, services.config)], message)
+            return await _accept(services, "sns", text, message)
         except (Rejected, BadPayload) as e:
             return _rejected(services, request, e)
 

@@ -281,3 +281,17 @@ def from_slack_message(event: dict, rule: SlackAlertRule, config: Config) -> Nor
         signal=rule.signal, status="resolved" if resolved else "firing",
         summary=groups.get("summary") or m.group(0),
         labels={"channel": rule.channel, "ts": clean(str(event.get("ts", "")))})
+
+
+def from_sns(envelope: Any, config: Config) -> list[NormalisedAlert]:
+    return [from_cloudwatch_sns(envelope, config)]
+
+
+READERS = {"alertmanager": from_alertmanager, "webhook": from_webhook, "sns": from_sns}
+"""The normaliser of each alert endpoint: the webhook validates a payload with it before
+storing it, the drain reads the stored payload with it again."""
+
+
+def read(endpoint: str, payload: Any, config: Config) -> list[NormalisedAlert]:
+    """The alerts of a payload received at ``endpoint``; raises BadPayload."""
+    return READERS[endpoint](payload, config)

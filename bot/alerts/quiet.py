@@ -2,7 +2,7 @@
 button. drbot never resolves an incident by itself: an alert that stopped firing is not a
 recovery that someone has checked.
 
-Alert intake calls ``tell_if_all_resolved`` at the end of each ingest, in its transaction,
+Alert intake calls ``tell_if_all_resolved`` at the end of each batch, in its transaction,
 with the incidents whose alerts changed; the notice (``IncidentAlertsResolved``) is queued
 once per time the last firing alert resolves (alerts that fire and resolve again make a
 new one). The Resolve button calls ``resolve``: it needs ``incident_update``, like every

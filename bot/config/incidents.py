@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from bot.config.models_base import Duration, Strict
+from bot.config.models_base import Duration, Name, Strict
 
 Severity = Literal["critical", "warning", "info"]
 IncidentSeverity = Literal["sev1", "sev2", "sev3", "sev4"]
@@ -63,6 +63,13 @@ class OpenRule(Strict):
     severity: Severity = "critical"
 
 
+class FollowupsConfig(Strict):
+    tracker: str | None = None
+    """A source of kind jira: each follow-up also becomes an issue there, linked back."""
+    remind_overdue_every: Duration = timedelta(hours=24)
+    """An overdue follow-up's owner is reminded in the incident channel this often."""
+
+
 class IncidentsConfig(Strict):
     open_on: list[OpenRule] = [OpenRule()]
     """Which alerts open an incident by themselves. Default: any critical alert."""
@@ -74,6 +81,26 @@ class IncidentsConfig(Strict):
     pin_reaction: str = "pushpin"
     reminder: Duration = timedelta(minutes=15)
     severity_for: dict[str, IncidentSeverity] = {"critical": "sev2", "warning": "sev3", "info": "sev4"}
+    roles: list[Name] = Field(default=["commander", "communications", "scribe"], min_length=1)
+    """The roles of an incident, each held by one person (``/dr incident role``, Claim)."""
+    commander_within: Duration | None = timedelta(minutes=10)
+    """An incident without a commander this long after it opened is called out in its
+    channel (once). None: never. Needs ``commander`` among the roles."""
+    ops_channel: str | None = None
+    """Channel ID (C...) told of every incident opened, status change, severity change and
+    new commander, with the readiness of its services and its RTO and RPO so far."""
+    review_within: Duration | None = timedelta(hours=48)
+    """The postmortem review is due this long after resolve: a reminder in the incident
+    channel then, unless ``/dr followup reviewed`` said it was held. None: no reminder."""
+    followups: FollowupsConfig = FollowupsConfig()
+
+    @field_validator("roles")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        twice = sorted({r for r in value if value.count(r) > 1})
+        if twice:
+            raise ValueError(f"each role once: {', '.join(twice)} is listed twice")
+        return value
 
 
 class StatuspageConfig(Strict):

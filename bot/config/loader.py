@@ -19,10 +19,11 @@ from pydantic import BaseModel, ValidationError
 
 from bot.config.models import Config
 from bot.config.dependencies import check_dependencies
+from bot.config.paging import check_paging
 from bot.config.runbooks import drill_notes
 from bot.config.salvage import renumber, salvage
 from integrations import registry
-from integrations.base import ARCHIVE, DATABASE, HEALTH, LAG, STATUS, TRAFFIC, BackendOptions
+from integrations.base import ARCHIVE, DATABASE, HEALTH, LAG, STATUS, TRACKER, TRAFFIC, BackendOptions
 
 Loc = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -125,6 +126,7 @@ def parse_config(text: str, file: str = "<config>", environ: typing.Mapping[str,
     problems += new(_check_sources(config, options))
     problems += new(renumber(_check_references(config, options, broken), kept))
     problems += new(renumber(check_dependencies(config), kept))
+    problems += new(check_paging(config, broken))
     if problems:
         raise ConfigError(file, _in_order(problems))
     notes = tuple(located(loc, msg) for loc, msg in _notes(config))
@@ -308,6 +310,9 @@ def _check_references(config: Config, options: dict[str, BackendOptions],
         control = getattr(config, key)
         if control is not None and (msg := capable(control.source, capability)):
             out.append(((key, "source"), msg))
+    tracker = config.incidents.followups.tracker
+    if tracker is not None and (msg := capable(tracker, TRACKER)):
+        out.append((("incidents", "followups", "tracker"), msg))
     for i, svc in enumerate(config.services):
         loc: Loc = ("services", i)
         if svc.name in seen:
@@ -365,14 +370,18 @@ def _check_runbooks(svc, loc: Loc, capable) -> list[tuple[Loc, str]]:
             for part, action, source in (((), step.action, step.source),
                                          (("rollback",), step.rollback.action if step.rollback else None,
                                           step.rollback.source if step.rollback else None)):
-                if action is None or action == "check":
+                if action is None or action in ("check", "wait"):
                     continue
                 capability = action.split(".")[0]
-                control = getattr(svc, capability)
+                own = capability in (TRAFFIC, DATABASE)  # other step kinds always name their source
+                control = getattr(svc, capability) if own else None
+                if part and not own and capability == step.action.split(".")[0]:
+                    source = source or step.source  # an undo of the same kind goes through the step's source
                 name = source or (control.source if control else None)
                 if name is None:
                     out.append((key_loc + (i,) + part + ("source",),
-                                f"{action} needs a source: name one here or set {capability}.source on the service"))
+                                f"{action} needs a source: name one here or set {capability}.source on the service"
+                                if own else f"{action} needs a source: name a source of kind {capability} here"))
                 elif (msg := capable(name, capability)):
                     out.append((key_loc + (i,) + part + ("source",), msg))
     return out

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bot.config.incidents import AlertsConfig, IncidentsConfig, StatuspageConfig
 from bot.config.models_base import Duration, Name, SlackId, Strict
+from bot.config.paging import PagingConfig
 from bot.config.permissions import Permissions
 from bot.config.runbooks import Runbooks
 from bot.config.schedules import DigestConfig, DrillSchedule, SchedulerConfig, WatchConfig
@@ -155,6 +156,8 @@ class Config(Strict):
     alerts: AlertsConfig = AlertsConfig()
     incidents: IncidentsConfig = IncidentsConfig()
     statuspage: StatuspageConfig | None = None
+    paging: PagingConfig | None = None
+    """Paging through PagerDuty or Opsgenie (bot/config/paging.py); unset: nobody is paged."""
     watch: WatchConfig = WatchConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     digest: DigestConfig = DigestConfig()

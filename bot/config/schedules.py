@@ -1,4 +1,4 @@
-"""Config of scheduled drills, the readiness watch and the weekly digest."""
+"""Config of scheduled drills, the readiness watch (with its failback assistant) and the weekly digest."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -61,6 +61,26 @@ class DrillSchedule(Strict):
         return self
 
 
+class FailbackConfig(Strict):
+    """The failback assistant (``bot.failback_assistant``): once a service failed over away
+    from its home region (``services[].active``), suggest planning the failback when the home
+    region has been healthy, and lag under ``lag_below``, for ``after`` without a break."""
+
+    enabled: bool = True
+    after: Duration = timedelta(minutes=10)
+    """How long health and lag must hold, without a break, before the suggestion."""
+    lag_below: Duration | None = None
+    """Default: the service's lag warning threshold."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> "FailbackConfig":
+        if self.after <= timedelta(0):
+            raise ValueError("after must be a positive duration, e.g. 10m")
+        if self.lag_below is not None and self.lag_below <= timedelta(0):
+            raise ValueError("lag_below must be a positive duration, e.g. 2m (or left out: the warning threshold)")
+        return self
+
+
 class WatchConfig(Strict):
     enabled: bool = True
     interval: Duration = timedelta(minutes=1)
@@ -69,6 +89,7 @@ class WatchConfig(Strict):
     on the better side, so lag hovering at a threshold does not flap."""
     channel: str | None = None
     """Default: the service's channel, then slack.channels.announcements."""
+    failback: FailbackConfig = FailbackConfig()
 
 
 class DigestConfig(Strict):

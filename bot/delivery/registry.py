@@ -6,13 +6,16 @@ from __future__ import annotations
 from bot import events as ev
 from bot.alerts import batches
 from bot.config import Config
-from bot.delivery import archive, drills, incidents, notices, quiet, requests, statuspage
+from bot.delivery import archive, drills, failback, followups, incidents, notices, pages, quiet, requests, statuspage
 from bot.outbox.kinds import Kind
 from bot.outbox.pacing import Limit
 
 MESSAGE_ATTEMPTS = 10
 """A request's message is tried this often (about 13 minutes with backoff) before the
 request is withdrawn and its requester told."""
+PAGE_ATTEMPTS = 8
+"""A page is tried this often (about 4 minutes with backoff, longer when the pager says
+Retry-After) before drbot gives up and tells the incident channel."""
 
 KINDS: tuple[Kind, ...] = (
     Kind(ev.RequestMessage, requests.deliver_message, requests.prepare_message, max_attempts=MESSAGE_ATTEMPTS,
@@ -28,6 +31,13 @@ KINDS: tuple[Kind, ...] = (
     Kind(ev.FailoverSuggestion, incidents.deliver_suggestion),
     Kind(ev.StatuspagePreview, incidents.deliver_preview),
     Kind(ev.IncidentReminder, incidents.deliver_reminder),
+    Kind(ev.IncidentSummary, incidents.deliver_summary),
+    Kind(ev.CommanderMissing, incidents.deliver_commander_missing),
+    Kind(ev.OpsUpdate, incidents.deliver_ops),
+    Kind(ev.StatuspageLinked, incidents.deliver_statuspage_link),
+    Kind(ev.FollowupIssue, followups.deliver_issue),
+    Kind(ev.ReviewReminder, followups.deliver_review),
+    Kind(ev.FollowupsOverdue, followups.deliver_overdue),
     Kind(ev.IncidentResolved, incidents.deliver_resolved),
     Kind(ev.UnknownAlert, incidents.deliver_unknown),
     Kind(ev.ReadinessChange, notices.deliver_readiness),
@@ -39,6 +49,9 @@ KINDS: tuple[Kind, ...] = (
     Kind(ev.DrillMaintenanceCancelled, statuspage.deliver_maintenance_cancelled),
     Kind(ev.IncidentAlertsResolved, quiet.deliver_alerts_resolved),
     Kind(ev.AlertBatch, batches.ingest_part),
+    Kind(ev.PageSend, pages.deliver_page, max_attempts=PAGE_ATTEMPTS, give_up=pages.page_given_up),
+    Kind(ev.PageNotice, pages.deliver_notice),
+    Kind(ev.FailbackSuggestion, failback.deliver_suggestion),
 )
 
 
@@ -53,10 +66,15 @@ def kinds(config: Config) -> dict[str, Kind]:
         out.pop(ev.DrillMaintenanceCancelled.KIND)
     if config.archive is None:
         out.pop(ev.ArchivePostmortem.KIND)
+    if config.paging is None:
+        out.pop(ev.PageSend.KIND)
     return out
 
 
 def limits(config: Config) -> dict[str, Limit]:
     """Pacing per destination family (the pace key's prefix). The status page is paced per
     HTTP request by its handler, not per item."""
-    return {"slack": Limit(1.0 / config.slack.messages_per_second, config.slack.burst)}
+    out = {"slack": Limit(1.0 / config.slack.messages_per_second, config.slack.burst)}
+    if config.paging is not None:  # per pager source (pace key pager:SOURCE)
+        out["pager"] = Limit(1.0 / config.paging.requests_per_second)
+    return out

@@ -15,11 +15,14 @@ from sqlmodel import Session
 
 from bot.audit import SYSTEM, record
 from bot.config.schedules import DrillSchedule
-from bot.events import DrillMaintenance, DrillMaintenanceCancelled, DrillMaintenanceMoved, StatuspagePublish
+from bot.events import (
+    DrillMaintenance, DrillMaintenanceCancelled, DrillMaintenanceMoved, StatuspageLinked, StatuspagePublish,
+)
 from bot.incident_view import statuspage_body
 from bot.incidents import IMPACT, services_of
 from bot.outbox.kinds import Outcome
 from bot.outbox.pacing import Limit, gate
+from bot.outbox.queue import enqueue
 from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
@@ -61,6 +64,8 @@ def deliver_publish(services: Services, ev: StatuspagePublish, _prepared, item_i
 
     def recorded(s: Session) -> None:
         row = s.get(Incident, inc.id)
+        if not row.statuspage_id and published.shortlink:  # the public incident exists: say where, once
+            enqueue(s, StatuspageLinked(incident_id=inc.id, link=published.shortlink), services.clock())
         row.statuspage_id = row.statuspage_id or published.id
         row.last_update_at = services.clock()
         record(s, SYSTEM, "statuspage.published", target=inc.title, incident_id=inc.id, text=body,

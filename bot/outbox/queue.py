@@ -4,12 +4,20 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, or_
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from bot.events import BY_KIND, Event
 from bot.store.incident_tables import OutboxItem, OutboxState
+
+
+_ITEMS = OutboxItem.__table__
+_FOLD = _ITEMS.update().where(_ITEMS.c.coalesce_key == bindparam("coalesce"),
+                              _ITEMS.c.state == OutboxState.PENDING,
+                              or_(_ITEMS.c.claimed_until.is_(None), _ITEMS.c.claimed_until <= bindparam("now")))
+"""Fold a newer payload into an undelivered item no worker holds: built once (a run queues
+its progress at every step boundary)."""
 
 
 def enqueue(session: Session, event: Event, now: datetime) -> bool:
@@ -24,10 +32,7 @@ def enqueue(session: Session, event: Event, now: datetime) -> bool:
     if coalesce is not None:
         # an item no worker holds takes the newer payload in place: it keeps its position in
         # its stream, and its delivery (which renders the state then) shows the newest state
-        folded = session.execute(
-            update(OutboxItem).where(OutboxItem.coalesce_key == coalesce, OutboxItem.state == OutboxState.PENDING,
-                                     col(OutboxItem.claimed_until).is_(None) | (OutboxItem.claimed_until <= now))
-            .values(payload=payload).execution_options(synchronize_session=False)).rowcount
+        folded = session.execute(_FOLD, {"coalesce": coalesce, "now": now, "payload": payload}).rowcount
         if folded:
             return False
     key = event.key()

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from sqlalchemy import DateTime, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
@@ -57,20 +58,28 @@ def make_engine(url: str = DEFAULT_URL, echo: bool = False) -> Engine:
 
 def _sqlite_serialised_writes(engine: Engine) -> None:
     """WAL, foreign keys, and BEGIN IMMEDIATE so that concurrent writers queue on the
-    busy timeout instead of failing: conditional updates stay exactly-once in one process."""
+    busy timeout instead of failing: conditional updates stay exactly-once in one process.
+    A ``read_scope`` begins a plain (deferred) transaction with ``query_only`` on: it never
+    queues behind a writer, nor makes one wait, and any write in it fails."""
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record):
+    def _on_connect(dbapi_conn, record):
         dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below decide
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+        record.info[READ_ONLY] = False  # a new connection (also after a reconnect) writes
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = bool(conn.get_execution_options().get(READ_ONLY))
+        if conn.info.get(READ_ONLY, False) != read_only:  # per connection, set only when it changes
+            conn.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
+            conn.info[READ_ONLY] = read_only
+        # a reader takes no lock: in WAL mode it reads a snapshot while a writer commits
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 @contextmanager
@@ -80,6 +89,36 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         try:
             yield session
             session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def insert_for(session: Session, model):
+    """An INSERT of ``model`` for the session's database, which takes ``ON CONFLICT``
+    (``.on_conflict_do_nothing()``, ``.on_conflict_do_update(...)``) on both."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
+
+
+READ_ONLY = "drbot_read_only"
+_READ_OPTIONS = {READ_ONLY: True, "postgresql_readonly": True}
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """One read-only transaction, for code that only reads (status, plans, pre-flight,
+    request views, polling). It takes no write lock: on SQLite a deferred ``BEGIN`` (a
+    snapshot, not ``BEGIN IMMEDIATE``) with ``PRAGMA query_only``; on PostgreSQL ``BEGIN
+    READ ONLY``. A write in it fails (the database refuses it, or this scope does at its
+    end); what was read stays usable after it closes. Exactly-once changes keep
+    ``session_scope``."""
+    with Session(engine, expire_on_commit=False, autoflush=False, execution_options=_READ_OPTIONS) as session:
+        try:
+            yield session
+            if session.new or session.dirty or session.deleted:
+                raise RuntimeError("read_scope holds unsaved changes: write in session_scope")
+            session.commit()  # ends the snapshot; unlike a rollback it keeps what was read loaded
         except BaseException:
             session.rollback()
             raise

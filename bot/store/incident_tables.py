@@ -1,11 +1,12 @@
-"""Tables of alerts, incidents and the outbox (side effects that must not be lost)."""
+"""Tables of alerts, incidents, the alert inbox (payloads accepted, not yet processed) and
+the outbox (side effects that must not be lost)."""
 from __future__ import annotations
 
 import enum
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from bot.store.models import _at, utcnow
@@ -22,7 +23,8 @@ class Alert(SQLModel, table=True):
     """One alert, deduplicated by fingerprint: a repeat of the same status only counts."""
 
     __tablename__ = "alert"
-    __table_args__ = (UniqueConstraint("fingerprint", name="uq_alert_fingerprint"),)
+    __table_args__ = (UniqueConstraint("fingerprint", name="uq_alert_fingerprint"),
+                      Index("ix_alert_incident_status_signal", "incident_id", "status", "signal"))
     id: Optional[int] = Field(default=None, primary_key=True)
     fingerprint: str
     source: str
@@ -44,6 +46,37 @@ class Alert(SQLModel, table=True):
     last_seen_at: datetime = _at(default_factory=utcnow)
     times_seen: int = 1
     incident_id: Optional[int] = Field(default=None, index=True)
+    inbox_id: Optional[int] = None
+    """The newest accepted notification (``alert_inbox.id``) applied to it: one older than
+    that, processed later by another replica, cannot set an older status (None: not from
+    the inbox, e.g. a Slack alert channel)."""
+
+
+class AlertInbox(SQLModel, table=True):
+    """An alert notification accepted over HTTP: its raw body, stored in one INSERT before
+    the 200, processed later in batches by ``bot.alerts.drain`` (the row is deleted in the
+    transaction that stores its alerts; a batch's rows are locked by that transaction, FOR
+    UPDATE SKIP LOCKED on PostgreSQL, so replicas share the drain and a crash releases
+    them). A payload that fails to process keeps its error;
+    after ``bot.alerts.drain.MAX_ATTEMPTS`` it is ``failed`` and skipped by the drain."""
+
+    __tablename__ = "alert_inbox"
+    __table_args__ = (Index("ix_alert_inbox_state_id", "state", "id"),
+                      {"sqlite_autoincrement": True})  # ids never reused once processed rows are deleted
+    id: Optional[int] = Field(default=None, primary_key=True)
+    endpoint: str
+    """alertmanager, webhook, sns: which normaliser reads ``body``."""
+    received_at: datetime = _at(default_factory=utcnow)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    alerts: int = 0
+    """How many alerts the payload held when it was accepted."""
+    done: int = 0
+    """How many of them are stored: a payload larger than a batch is processed in parts,
+    each part's transaction moving this on (a crash resumes at the first part not done)."""
+    state: str = "pending"
+    """pending, failed."""
+    attempts: int = 0
+    error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
 
 
 class Incident(SQLModel, table=True):
@@ -68,6 +101,14 @@ class Incident(SQLModel, table=True):
     reminded_at: Optional[datetime] = _at(default=None, nullable=True)
     alerts_ts: str = ""
     """The alert digest message in the incident channel, updated in place."""
+    summary_ts: str = ""
+    """The pinned summary in the incident channel (severity, roles, readiness), updated in place."""
+    commander_called_at: Optional[datetime] = _at(default=None, nullable=True)
+    """When the channel was told that the incident has no commander (once)."""
+    reviewed_at: Optional[datetime] = _at(default=None, nullable=True)
+    """When someone said the postmortem review was held (``/dr followup reviewed``)."""
+    review_reminded_at: Optional[datetime] = _at(default=None, nullable=True)
+    """When the channel was reminded that the review is due (once)."""
 
 
 class OutboxState(str, enum.Enum):

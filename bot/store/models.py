@@ -16,6 +16,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(at: datetime) -> datetime:
+    """A time read from the database as UTC-aware (SQLite gives naive ones back)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)
+
+
 def _at(**kw):
     return Field(sa_type=UTCDateTime, **kw)
 

@@ -122,7 +122,7 @@ def translate_error(exc: Exception, source: str) -> IntegrationError:
 def error_code(exc: Exception) -> str | None:
     """The AWS error code of a botocore ``ClientError`` (e.g. "NoSuchHealthCheck"), else
     None; for a backend's own mapping of codes it knows before ``translate_error``."""
-    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return (getattr(exc, "response", None) or {}).get("Error", {}).get("Code")  # ReadTimeoutError: response None
 
 
 class AwsBackend(Backend):

@@ -72,6 +72,7 @@ class FakeSlack:
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> current message
         self.uploads: dict[str, bytes] = {}  # file_id -> uploaded content
         self.strict_updates = True  # chat.update of a message never posted -> message_not_found
+        self.topics: dict[str, str] = {}  # channel -> topic (conversations.setTopic)
         self.socket_url: str | None = None  # apps.connections.open answers with it (FakeSocketMode.url)
         self._calls: list[Call] = []
         self._lock = threading.Lock()
@@ -258,6 +259,13 @@ class FakeSlack:
                 "id": self._next_id("C"), "name": name, "is_channel": True,
                 "is_private": str(p.get("is_private", "")).lower() == "true",
                 "created": int(time.time()), "creator": BOT_USER_ID}}
+        if method == "conversations.setTopic":
+            topic = p.get("topic", "")
+            if len(topic) > 250:
+                return {"ok": False, "error": "too_long"}
+            with self._lock:
+                self.topics[channel] = topic
+            return {"ok": True, "channel": {"id": channel, "topic": {"value": topic}}}
         if method == "conversations.history":
             # the channel's recorded messages, newest first, within (oldest, latest]
             # ([oldest, latest] with inclusive), as Slack answers it; `limit` caps the page

@@ -3,6 +3,15 @@
 Only this package imports slack_bolt / slack_sdk. Listeners turn a Slack payload into an
 ``Actor`` and words, call the same command code as the shell, and render the ``Reply``
 as Block Kit.
+
+Acks never wait for work: Bolt runs with ``process_before_response=True``, so the ack
+function runs in the thread that dispatches the request (HTTP mode: the adapter's own ack
+threads; Socket Mode: the socket client's) and its answer goes back at once, while the
+work (building a status report, running a command, a click) is handed to drbot's own
+bounded pool, ``SlackApp.work`` (``transports.slack.work``: separate from the runbook
+runner's, and yielding to acks in hand), as a Bolt lazy listener. Replies go through
+response_url / chat.* as before. ``SlackApp.stop()`` lets the work in hand finish and
+takes no more.
 """
 from __future__ import annotations
 
@@ -10,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from slack_bolt import App
+from slack_bolt import App, BoltRequest, BoltResponse
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -24,6 +33,7 @@ from bot.render import Reply
 from bot.services import Services
 from transports.slack import payloads
 from transports.slack.messenger import SlackMessenger
+from transports.slack.work import AckTraffic, WorkPool
 from commands import router
 from commands.base import FormError
 
@@ -46,11 +56,24 @@ def make_client(settings: SlackSettings) -> WebClient:
 
 class SlackApp(App):
     """Bolt's App, knowing the signing secret with which HTTP mode verifies each request
-    before Bolt sees it (``transports.http``)."""
+    before Bolt sees it (``transports.http``), and holding the pool its work runs on."""
 
     def __init__(self, *, signing_secret: str | None, **kwargs):
-        super().__init__(signing_secret=signing_secret, **kwargs)
+        self.acks = AckTraffic()
+        self.work = WorkPool(self.acks)
+        super().__init__(signing_secret=signing_secret, process_before_response=True,
+                         listener_executor=self.work, **kwargs)
         self.signing_secret = signing_secret
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        """Bolt's dispatch (the ack; the work is handed to ``work``), counted as ack traffic
+        (Socket Mode comes in here; HTTP mode counts from the request's arrival)."""
+        with self.acks.acking():
+            return super().dispatch(req)
+
+    def stop(self, wait: bool = True) -> None:
+        """Take no more work; ``wait``: until the work in hand has finished."""
+        self.work.shutdown(wait=wait)
 
 
 class NoBodies(logging.Filter):
@@ -98,7 +121,6 @@ def build_app(services: Services, settings: SlackSettings) -> SlackApp:
         client=make_client(settings),
         signing_secret=settings.signing_secret,
         request_verification_enabled=settings.signing_secret is not None,
-        process_before_response=False,
         logger=logger,
     )
     attach(services, app.client)
@@ -188,7 +210,7 @@ def _ack(ack) -> None:
 
 
 def register(app: App, services: Services) -> None:
-    """Ack at once; the work runs after the ack (Bolt's lazy listeners). Every listener
+    """Ack at once; the work runs after the ack (Bolt's lazy listeners, on ``app.work``). Every listener
     reads its payload through ``transports.slack.payloads`` first: in HTTP mode the edge
     checked it already, in Socket Mode this is the only check."""
     zones = TimeZones(app.client)

@@ -107,6 +107,10 @@ class SlackMessenger:
             if e.code != "already_pinned":
                 raise
 
+    def set_topic(self, channel: str, topic: str) -> None:
+        with slack_errors("conversations.setTopic", self.metrics):
+            self.client.conversations_setTopic(channel=channel, topic=topic)
+
     def upload(self, channel: str, filename: str, content: str, title: str) -> str:
         with slack_errors("files.upload", self.metrics):
             resp = self.client.files_upload_v2(channel=channel, filename=filename, content=content, title=title)

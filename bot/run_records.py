@@ -1,0 +1,178 @@
+"""What a run writes: its step rows (the end of one step and the start of the next in one
+transaction that reads nothing back), its heartbeat, its audit entries, where the service
+runs now, and its end with its measurements. ``bot.engine`` decides what runs when; this
+module records it."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, func
+from sqlmodel import Session, select
+
+from bot.audit import SYSTEM, record
+from bot.drill_proof import drill_values
+from bot.measurements import measure
+from bot.oplog import op
+from bot.plans import Planned
+from bot.preflight import Preflight
+from bot.request_events import queue_message, queue_progress, queue_report
+from bot.services import Services
+from bot.store import session_scope
+from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState, aware
+from bot.store.transitions import move_request, move_run
+
+_STEPS, _RUNS = RunStep.__table__, Run.__table__
+_STEP_START = _STEPS.insert().returning(_STEPS.c.id)
+_STEP_END = _STEPS.update().where(_STEPS.c.id == bindparam("step_id"))
+_BEAT = _RUNS.update().where(_RUNS.c.id == bindparam("run_id"))
+"""A step boundary's statements, built once: table statements with bound values skip the
+ORM's per-statement work (about a fifth of the cost of ``update(RunStep)``)."""
+
+HEARTBEAT_EVERY = 20.0
+"""Seconds between writes of a run's heartbeat (at a step boundary, or by the heartbeat
+thread during a long step); bot.followups takes a run silent for 2 minutes for dead."""
+
+
+@dataclass
+class Ended:
+    """A step that ended and is not yet persisted (it is, with the next transaction)."""
+
+    step_id: int
+    planned: Planned
+    state: StepState
+    error: str
+    output: dict
+    started_at: datetime
+    ended_at: datetime
+
+
+@dataclass
+class RunState:
+    """What a run's worker keeps between its transactions, so a step boundary reads nothing."""
+
+    req: ChangeRequest
+    run: Run
+    planned: list[Planned]
+    first: int
+    reason: str
+    progress: ChangeRequest
+    """The request whose thread shows the progress: the original one for a resume."""
+    attempts: dict[tuple[int, bool], int]
+    """(position, rollback) -> attempts recorded so far (a resume continues the count)."""
+    beat_at: datetime
+    """The last heartbeat written, by the services' clock (the one bot.followups reads it by)."""
+
+
+def attempts_of(s: Session, run: Run) -> tuple[dict[tuple[int, bool], int], int]:
+    """The attempts recorded per (position, rollback), and the first position to run: a
+    resume continues after the last step that succeeded, counting attempts on."""
+    rows = s.execute(select(RunStep.position, RunStep.rollback, RunStep.state, func.count())
+                     .where(RunStep.run_id == run.id)
+                     .group_by(RunStep.position, RunStep.rollback, RunStep.state)).all()
+    attempts: dict[tuple[int, bool], int] = {}
+    for position, rollback, _state, n in rows:
+        attempts[(position, bool(rollback))] = attempts.get((position, bool(rollback)), 0) + n
+    done = [position for position, rollback, state, _n in rows if not rollback and state is StepState.SUCCEEDED]
+    return attempts, max(done, default=-1) + 1
+
+
+def write_heartbeat(sv: Services, run_id: int, now: datetime) -> None:
+    """The run is alive (the heartbeat thread, during a long step)."""
+    with session_scope(sv.engine) as s:
+        s.execute(_BEAT, {"run_id": run_id, "heartbeat_at": now})
+
+
+def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> tuple[int, datetime]:
+    """One transaction: the previous step's end, then this step's start, the heartbeat
+    when due, and the progress update queued (folded into an undelivered one)."""
+    key = (p.position, p.rollback)
+    attempt = r.attempts.get(key, 0) + 1
+    with session_scope(sv.engine) as s:
+        if ended is not None:
+            persist_end(s, sv, r, ended)
+        now = sv.clock()
+        step_id = s.execute(_STEP_START, {
+            "run_id": r.run.id, "position": p.position, "attempt": attempt, "name": p.step.name,
+            "action": p.step.action, "rollback": p.rollback, "state": StepState.RUNNING, "started_at": now,
+            "output": "", "error": ""}).scalar_one()
+        beat = (now - r.beat_at).total_seconds() >= HEARTBEAT_EVERY
+        if beat:  # fast steps do not rewrite it at every boundary
+            s.execute(_BEAT, {"run_id": r.run.id, "heartbeat_at": now})
+        queue_progress(sv, s, r.progress)
+    r.attempts[key] = attempt
+    if beat:
+        r.beat_at = now
+    return step_id, now
+
+
+def persist_end(s: Session, sv: Services, r: RunState, ended: Ended) -> None:
+    req, p = r.req, ended.planned
+    seconds = (ended.ended_at - ended.started_at).total_seconds()
+    s.execute(_STEP_END, {"step_id": ended.step_id, "state": ended.state, "ended_at": ended.ended_at,
+                          "error": ended.error, "output": json.dumps(ended.output, default=str)})
+    if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
+        record_region(s, sv, req.service, p.region, req.id)
+    record(s, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id, service=req.service,
+           text=p.step.name, detail={"run": r.run.id, "position": p.position, "error": ended.error,
+                                     "seconds": seconds})
+    sv.metrics.steps.labels(p.step.action, ended.state.value).observe(seconds)
+    op("run.step", request_id=req.id, run_id=r.run.id, service=req.service, step=p.position + 1,
+       action=p.step.action, outcome=ended.state.value, seconds=round(seconds, 3), error=ended.error or None)
+
+
+def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, why: str,
+           diverged: bool = False, succeeded: bool = False, stale: Preflight | None = None) -> None:
+    """The run's end: the last step, measurements, the request's and run's final state, the
+    region record, the audit entry, the messages queued; one transaction."""
+    req, run = r.req, r.run
+    now = sv.clock()
+    svc = sv.config.service(req.service)
+    with session_scope(sv.engine) as s:
+        if ended is not None:
+            persist_end(s, sv, r, ended)
+        values = {"ended_at": now, "error": why}
+        if succeeded:  # RTO from detection, decision and run start; RPO with its method
+            values |= measure(s, req, s.get(Run, run.id), now, svc, diverged=diverged)
+        else:
+            values["passed"] = False
+        if run.kind is RequestKind.DRILL:  # passes only if it moved something and read it back
+            values |= drill_values(sv, s, run.id, run.request_id, values.get("passed"))
+        move_run(s, run.id, [RequestState.RUNNING], state, **values)
+        move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=why,
+                     **({"preflight": stale.to_json()} if stale is not None else {}))
+        if req.kind is RequestKind.RESUME:
+            move_request(s, req.parent_id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
+        if req.kind is RequestKind.ROLLBACK and succeeded:
+            move_request(s, req.parent_id, [RequestState.FAILED], RequestState.ROLLED_BACK, closed_at=now,
+                         state_reason=f"rolled back by #{req.id}")
+            record(s, SYSTEM, "request.rolled_back", target=req.service, request_id=req.parent_id,
+                   service=req.service, detail={"rollback": req.id})
+        if succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK):
+            record_region(s, sv, req.service, req.to_region, req.id)
+        record(s, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
+               text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
+        queue_message(sv, s, req)  # the event names the request; its delivery reads the state then
+        queue_progress(sv, s, r.progress)
+        if req.parent_id:
+            queue_message(sv, s, s.get(ChangeRequest, req.parent_id))
+        if req.kind is RequestKind.DRILL:
+            queue_report(sv, s, req)
+    seconds = (now - aware(run.started_at)).total_seconds()
+    sv.metrics.run_finished(req.kind.value, req.service, state.value, seconds, values)
+    op("run.finished", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service,
+       outcome=state.value, reason=why or None, seconds=round(seconds, 3),
+       rto_s=values.get("measured_rto_s"), rpo_s=values.get("measured_rpo_s"))
+
+
+def record_region(s: Session, sv: Services, service: str, active: str, request_id: int) -> None:
+    svc = sv.config.service(service)
+    standby = svc.standby if active == svc.active else svc.active
+    row = s.get(ServiceState, service)
+    if row is None:
+        s.add(ServiceState(service=service, active_region=active, standby_region=standby,
+                           updated_at=sv.clock(), changed_by_request=request_id))
+    else:
+        row.active_region, row.standby_region = active, standby
+        row.updated_at, row.changed_by_request = sv.clock(), request_id
