@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.events import CommanderMissing, IncidentSummary
-from bot.incidents import NoIncident, for_channel, open_incidents, publish_status, queue_ops_update
+from bot.incidents import NoIncident, incident_in, open_incidents, publish_status, queue_ops_update
 from bot.oplog import op
 from bot.paging import queue_pages
 from bot.outbox.queue import enqueue
@@ -143,8 +143,8 @@ def _may_command(services: Services, actor: Actor, held: dict[str, IncidentRole]
 
 
 def _open_in(s: Session, channel: str | None) -> Incident:
-    inc = for_channel(s, channel)
-    if inc is None or inc.status is IncidentStatus.RESOLVED:
+    inc = incident_in(s, channel)
+    if inc.status is IncidentStatus.RESOLVED:
         raise NoIncident(channel)
     return inc
 

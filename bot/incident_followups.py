@@ -19,7 +19,7 @@ from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.changes import Refused
 from bot.events import FollowupIssue, FollowupsOverdue, ReviewReminder
-from bot.incidents import NoIncident, for_channel
+from bot.incidents import for_channel, incident_in
 from bot.oplog import op
 from bot.outbox.queue import enqueue
 from bot.incident_command import require_command
@@ -36,7 +36,7 @@ def add(services: Services, actor: Actor, channel: str | None, text: str, owner:
         due_at: datetime | None = None) -> FollowUp:
     """A follow-up of the channel's incident (open or resolved)."""
     with session_scope(services.engine) as s:
-        inc = _incident_in(s, channel)
+        inc = incident_in(s, channel)
         row = FollowUp(incident_id=inc.id, text=text, owner=owner, owner_name=owner_name, due_at=due_at,
                        created_by=actor.id, created_at=services.clock())
         s.add(row)
@@ -87,7 +87,7 @@ def for_incident(s: Session, incident_id: int) -> list[FollowUp]:
 def reviewed(services: Services, actor: Actor, channel: str | None) -> Incident:
     """The postmortem review of the channel's (resolved) incident was held: no reminder."""
     with session_scope(services.engine) as s:
-        inc = _incident_in(s, channel)
+        inc = incident_in(s, channel)
         if inc.status is not IncidentStatus.RESOLVED:
             raise Refused("incident_not_resolved", id=inc.id, state=inc.status.value)
         require_command(services, s, actor, inc)
@@ -125,12 +125,6 @@ def remind(services: Services) -> dict[str, list[int]]:
             out["overdue"] += ids
     return out
 
-
-def _incident_in(s: Session, channel: str | None) -> Incident:
-    inc = for_channel(s, channel)
-    if inc is None:
-        raise NoIncident(channel)
-    return inc
 
 
 def _poke(services: Services) -> None:

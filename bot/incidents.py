@@ -272,7 +272,8 @@ def open_by_hand(services: Services, actor: Actor, title: str, severity: str, na
     return inc
 
 
-def _in_channel(s: Session, channel: str | None) -> Incident:
+def incident_in(s: Session, channel: str | None) -> Incident:
+    """The incident of this channel (open or resolved), or NoIncident."""
     inc = for_channel(s, channel)
     if inc is None:
         raise NoIncident(channel)
@@ -283,7 +284,7 @@ def status_in_channel(services: Services, actor: Actor, channel: str | None, sta
     """Set the status of the channel's incident (the status page follows, per policy)."""
     require(services, actor, "incident_update")
     with session_scope(services.engine) as s:
-        inc = _in_channel(s, channel)
+        inc = incident_in(s, channel)
         if inc.status is IncidentStatus.RESOLVED:
             raise NoIncident(channel)
         set_status(services, s, actor, inc, status, message)
@@ -294,6 +295,6 @@ def status_in_channel(services: Services, actor: Actor, channel: str | None, sta
 
 def note_in_channel(services: Services, actor: Actor, channel: str | None, text: str) -> Incident:
     with session_scope(services.engine) as s:
-        inc = _in_channel(s, channel)
+        inc = incident_in(s, channel)
         add_note(s, actor, inc, text)
     return inc

@@ -6,42 +6,11 @@ from bot.config import parse_config
 from bot.store.models import ChangeRequest, RequestKind
 from bot.wiring import build_services
 from commands.router import dispatch
+from tests.estates import estate
 from tests.helpers import ALICE
 
-BASE = """
-regions: [us-east-1, us-west-2]
-sources:
-  sim:
-    kind: sandbox
-    timeout: 1.0
-    profiles:
-      orders: {{lag: 5, jitter: 0}}
-{sources}
-approvals:
-  required_approvals: 1
-  approvers: [UBOB, UCAROL]
-services:
-  - name: orders
-    rpo: 5m
-    rto: 15m
-    active: us-east-1
-    standby: us-west-2
-    lag: {{source: sim}}
-    health: {{us-east-1: sim, us-west-2: sim}}
-    traffic: {{source: sim}}
-    database: {{source: sim}}
-    runbooks:
-      failover:
-{steps}
-"""
-
-
-def indent(text: str, spaces: int) -> str:
-    return "\n".join(" " * spaces + line if line.strip() else line for line in text.strip("\n").splitlines())
-
-
 def config_text(sources: str, steps: str) -> str:
-    return BASE.format(sources=indent(sources, 2), steps=indent(steps, 8))
+    return estate(sources, steps, approvers=("UBOB", "UCAROL"))
 
 
 def services_for(sources: str, steps: str, tmp_path, env: dict | None = None, clients: dict | None = None):
