@@ -117,12 +117,11 @@ def plan_evacuation(services: Services, region: str) -> EvacuationPlan:
         if pre is not None and not pre.ok:
             refusals.append(Refusal("preflight", {"failures": len(pre.failures)}))
         refused[name] = tuple(refusals)
-    blocked = {name: tuple(sorted(n for n in moving if refused[n] and name in dependents(config, n)))
-               for name in moving}
-    ordered = waves(config, moving)
+    behind = {n: dependents(config, n) for n in moving if refused[n]}  # refused -> what depends on it
+    blocked = {name: tuple(sorted(n for n, deps in behind.items() if name in deps)) for name in moving}
     plans = []
-    for number, wave in enumerate(ordered, start=1):
-        plans.append(tuple(_service_plan(services, name, number, regions[name], ordered, preflights[name],
+    for number, wave in enumerate(waves(config, moving), start=1):
+        plans.append(tuple(_service_plan(services, name, number, regions[name], set(moving), preflights[name],
                                          refused[name], blocked[name], past.get(name, []))
                            for name in wave))
     return EvacuationPlan(region=region, waves=tuple(plans), excluded=tuple(n for n in in_region if n not in moving),
@@ -140,10 +139,9 @@ def _preflight(services: Services, name: str, regions: tuple[str, str]) -> Prefl
 
 
 def _service_plan(services: Services, name: str, number: int, regions: tuple[str, str],
-                  ordered: list[list[str]], pre: Preflight | None, refusals: tuple[Refusal, ...],
+                  moving: set[str], pre: Preflight | None, refusals: tuple[Refusal, ...],
                   blocked_by: tuple[str, ...], past: list[float]) -> ServicePlan:
     svc = services.config.service(name)
-    moving = {n for wave in ordered for n in wave}
     after = tuple(n for n in services.config.service_names if n in moving_deps(services.config, name, moving))
     return ServicePlan(service=name, tier=svc.tier, wave=number, from_region=regions[0], to_region=regions[1],
                        after=after, steps=len(svc.runbooks.failover), rto_s=svc.rto.total_seconds(),

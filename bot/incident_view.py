@@ -15,7 +15,7 @@ from bot.services import Services
 from bot.store import read_scope
 from bot.store.incident_tables import Alert, Incident, OutboxItem
 from bot.store.models import ChangeRequest, Run, TimelineEvent
-from bot.store.queries import current_regions
+from bot.store.queries import regions_now
 
 
 def timeline_of(s: Session, inc: Incident) -> list[TimelineEvent]:
@@ -40,9 +40,7 @@ def failover_runs(s: Session, inc: Incident) -> list[Run]:
 
 def regions_of(services: Services, s: Session, inc: Incident) -> dict[str, tuple[str, str]]:
     """Service -> (active, standby) now, as drbot recorded them, for the incident's services."""
-    moved = current_regions(s)
-    return {n: moved.get(n, (svc.active, svc.standby)) for n in services_of(inc)
-            if (svc := services.config.service(n)) is not None}
+    return regions_now(s, [svc for n in services_of(inc) if (svc := services.config.service(n)) is not None])
 
 
 def moves_of(s: Session, runs: list[Run]) -> dict[int, tuple[str, str]]:

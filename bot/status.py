@@ -32,7 +32,7 @@ from bot.readiness import Assessment, Targets, assess, order_worst_first
 from bot.readings import Reading
 from bot.store import read_scope
 from bot.store.models import RequestState, Run
-from bot.store.queries import current_regions, latest_drills, latest_missed_drills
+from bot.store.queries import latest_drills, latest_missed_drills, regions_now
 from integrations.base import Target
 
 
@@ -146,8 +146,7 @@ class StatusService:
 
     def regions(self) -> dict[str, tuple[str, str]]:
         with read_scope(self.engine) as s:
-            moved = current_regions(s)
-        return {svc.name: moved.get(svc.name, (svc.active, svc.standby)) for svc in self.config.services}
+            return regions_now(s, self.config.services)
 
     @staticmethod
     def _live_probes(services: list[ServiceConfig], regions: dict[str, tuple[str, str]]) -> list[tuple[Probe, tuple]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from bot.delivery.incidents import channel_of
 from bot.events import FailbackSuggestion
 from bot.messenger import DeliveryFailed
 from bot.outbox.kinds import Outcome
@@ -19,10 +20,9 @@ def _channel(services: Services, ev: FailbackSuggestion) -> str:
         return ev.channel
     with session_scope(services.engine) as s:
         inc = s.get(Incident, ev.incident_id)
-        channel = inc.channel_id if inc is not None else ""
-    if not channel:
+    if inc is None:  # as for a channel not created yet: retried, then given up
         raise DeliveryFailed("the incident channel does not exist yet", transient=True, retry_after=2.0)
-    return channel
+    return channel_of(inc)
 
 
 def deliver_suggestion(services: Services, ev: FailbackSuggestion, _prepared, _item: int) -> Outcome:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.events import FollowupIssue, FollowupsOverdue, ReviewReminder
 from bot.incident_followups import for_incident, tracked
-from bot.messenger import DeliveryFailed
+from bot.delivery.incidents import channel_of
 from bot.outbox.kinds import Outcome
 from bot.render import Reply
 from bot.services import Services
@@ -42,9 +42,7 @@ def deliver_overdue(services: Services, ev: FollowupsOverdue, _prepared, _item: 
 def _post(services: Services, incident_id: int, template: str, extra: dict) -> Outcome:
     with session_scope(services.engine) as s:
         inc = s.get(Incident, incident_id)
-    if not inc.channel_id:
-        raise DeliveryFailed("the incident channel does not exist yet", transient=True, retry_after=2.0)
-    ts = services.messenger.post(inc.channel_id, Reply(template, {"inc": inc, "now": services.clock(),
+    ts = services.messenger.post(channel_of(inc), Reply(template, {"inc": inc, "now": services.clock(),
                                                                   "command": services.command} | extra,
                                                        ephemeral=False))
     return Outcome(result={"ts": ts})

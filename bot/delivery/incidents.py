@@ -28,10 +28,12 @@ TOPIC_LIMIT = 250
 """Alerts listed in the digest, the newest (the others are counted)."""
 
 
-def _wait_for_channel(inc: Incident) -> None:
-    """A post in the incident's channel waits (retried shortly) until the channel exists."""
+def channel_of(inc: Incident) -> str:
+    """The incident's channel: a post there waits (retried shortly) until the channel exists
+    (it is created by an earlier item of the incident's stream)."""
     if not inc.channel_id:
         raise DeliveryFailed("the incident channel does not exist yet", transient=True, retry_after=2.0)
+    return inc.channel_id
 
 
 def _incident(services: Services, incident_id: int, in_channel: bool = True) -> tuple[Incident, dict]:
@@ -40,7 +42,7 @@ def _incident(services: Services, incident_id: int, in_channel: bool = True) -> 
     with session_scope(services.engine) as s:
         inc = s.get(Incident, incident_id)
         if in_channel:
-            _wait_for_channel(inc)
+            channel_of(inc)
         return inc, incident_context(services, s, inc)
 
 
@@ -73,7 +75,7 @@ def _digest(services: Services, incident_id: int) -> tuple[Incident, dict]:
     read, whatever the number of alerts (not the incident's whole timeline and alerts)."""
     with session_scope(services.engine) as s:
         inc = s.get(Incident, incident_id)
-        _wait_for_channel(inc)
+        channel_of(inc)
         counts = dict(s.exec(select(Alert.status, func.count()).where(Alert.incident_id == incident_id)
                              .group_by(Alert.status)).all())
         recent = s.exec(select(Alert).where(Alert.incident_id == incident_id)
@@ -154,7 +156,7 @@ def deliver_preview(services: Services, ev: StatuspagePreview, _prepared, item_i
     """The preview's buttons name this item: Publish or Skip decides it (bot.incidents)."""
     with session_scope(services.engine) as s:
         inc = s.get(Incident, ev.incident_id)
-        _wait_for_channel(inc)
+        channel_of(inc)
         ctx = incident_context(services, s, inc)
         body = statuspage_body(services, s, inc, ev.status, ev.message)
     ts = services.messenger.post(inc.channel_id, Reply("statuspage_preview", ctx | {

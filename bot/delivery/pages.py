@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from bot.audit import SYSTEM, record
+from bot.delivery.incidents import channel_of
 from bot.events import PageNotice, PageSend
 from bot.messenger import DeliveryFailed
 from bot.outbox.kinds import Outcome
@@ -62,9 +63,7 @@ def deliver_notice(services: Services, ev: PageNotice, _prepared, _item: int) ->
     if ev.incident_id is not None:
         with session_scope(services.engine) as s:
             inc = s.get(Incident, ev.incident_id)
-        channel = inc.channel_id
-        if not channel:
-            raise DeliveryFailed("the incident channel does not exist yet", transient=True, retry_after=2.0)
+        channel = channel_of(inc)
     if not channel:  # a page asked for outside any channel (the CLI): its log line is the notice
         return Outcome(result={"posted": False, "why": "no channel"})
     ts = services.messenger.post(channel, Reply("page_notice", ev.model_dump() | {"inc": inc}, ephemeral=False))

@@ -17,6 +17,12 @@ def current_regions(session: Session) -> dict[str, tuple[str, str]]:
     return {s.service: (s.active_region, s.standby_region) for s in session.exec(select(ServiceState))}
 
 
+def regions_now(session: Session, services: list) -> dict[str, tuple[str, str]]:
+    """Service -> (active, standby) now: drbot's record, else as deployed (``services``: configs)."""
+    moved = current_regions(session)
+    return {svc.name: moved.get(svc.name, (svc.active, svc.standby)) for svc in services}
+
+
 def latest_drills(session: Session, services: list[str] | None = None) -> dict[str, DrillInfo]:
     """Service -> its most recent finished drill. A check (a drill scenario of ``check``
     steps only, ``bot.drill_proof``) is no drill: it neither refreshes nor fails it."""
