@@ -5,8 +5,9 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from bot.events import BreakGlassNotice, DrillReport, RequestMessage, RunInterrupted, RunProgress
-from bot.outbox.queue import enqueue
+from bot.outbox.queue import enqueue, enqueue_in
 from bot.services import Services
+from bot.store.batch import Writes
 from bot.store.models import ChangeRequest, RequestKind
 
 
@@ -30,6 +31,12 @@ def queue_message(services: Services, s: Session, req: ChangeRequest) -> None:
 def queue_progress(services: Services, s: Session, req: ChangeRequest) -> None:
     if req.channel:
         enqueue(s, RunProgress(**_fields(req)), services.clock())
+
+
+def progress_in(services: Services, writes: Writes, req: ChangeRequest) -> None:
+    """``queue_progress`` as writes of a batch (a step boundary: ``bot.run_records``)."""
+    if req.channel:
+        enqueue_in(writes, RunProgress(**_fields(req)), services.clock())
 
 
 def queue_report(services: Services, s: Session, req: ChangeRequest) -> None:

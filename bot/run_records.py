@@ -11,24 +11,26 @@ from datetime import datetime
 from sqlalchemy import bindparam, func
 from sqlmodel import Session, select
 
-from bot.audit import SYSTEM, record
+from bot.audit import SYSTEM, record, record_in
 from bot.drill_proof import drill_values
 from bot.measurements import measure
 from bot.oplog import op
 from bot.plans import Planned
 from bot.preflight import Preflight
-from bot.request_events import queue_message, queue_progress, queue_report
+from bot.request_events import progress_in, queue_message, queue_progress, queue_report
 from bot.services import Services
 from bot.store import session_scope
+from bot.store.batch import Write, Writes, commit
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState, aware
 from bot.store.transitions import move_request, move_run
 
 _STEPS, _RUNS = RunStep.__table__, Run.__table__
-_STEP_START = _STEPS.insert().returning(_STEPS.c.id)
-_STEP_END = _STEPS.update().where(_STEPS.c.id == bindparam("step_id"))
+_STATES = ServiceState.__table__
 _BEAT = _RUNS.update().where(_RUNS.c.id == bindparam("run_id"))
-"""A step boundary's statements, built once: table statements with bound values skip the
-ORM's per-statement work (about a fifth of the cost of ``update(RunStep)``)."""
+
+
+def _by_id(table, bind):
+    return table.c.id == bind("id")
 
 HEARTBEAT_EVERY = 20.0
 """Seconds between writes of a run's heartbeat (at a step boundary, or by the heartbeat
@@ -85,22 +87,24 @@ def write_heartbeat(sv: Services, run_id: int, now: datetime) -> None:
 
 
 def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> tuple[int, datetime]:
-    """One transaction: the previous step's end, then this step's start, the heartbeat
-    when due, and the progress update queued (folded into an undelivered one)."""
+    """One transaction that reads nothing back (on PostgreSQL one statement: bot.store.batch):
+    the previous step's end, this step's start, the heartbeat when due, and the progress
+    update queued (folded into an undelivered one)."""
     key = (p.position, p.rollback)
     attempt = r.attempts.get(key, 0) + 1
-    with session_scope(sv.engine) as s:
-        if ended is not None:
-            persist_end(s, sv, r, ended)
-        now = sv.clock()
-        step_id = s.execute(_STEP_START, {
-            "run_id": r.run.id, "position": p.position, "attempt": attempt, "name": p.step.name,
-            "action": p.step.action, "rollback": p.rollback, "state": StepState.RUNNING, "started_at": now,
-            "output": "", "error": ""}).scalar_one()
-        beat = (now - r.beat_at).total_seconds() >= HEARTBEAT_EVERY
-        if beat:  # fast steps do not rewrite it at every boundary
-            s.execute(_BEAT, {"run_id": r.run.id, "heartbeat_at": now})
-        queue_progress(sv, s, r.progress)
+    now = sv.clock()
+    writes = Writes()
+    if ended is not None:
+        _end_in(writes, sv, r, ended)
+    beat = (now - r.beat_at).total_seconds() >= HEARTBEAT_EVERY
+    if beat:  # fast steps do not rewrite it at every boundary
+        writes.add(Write(_RUNS, {"heartbeat_at": now}, where=_by_id, params={"id": r.run.id}))
+    progress_in(sv, writes, r.progress)
+    step_id = commit(sv.engine, writes, Write(_STEPS, {
+        "run_id": r.run.id, "position": p.position, "attempt": attempt, "name": p.step.name, "action": p.step.action,
+        "rollback": p.rollback, "state": StepState.RUNNING, "started_at": now, "output": "", "error": ""}), "id")
+    if ended is not None:
+        _ended(sv, r, ended)
     r.attempts[key] = attempt
     if beat:
         r.beat_at = now
@@ -108,15 +112,29 @@ def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> 
 
 
 def persist_end(s: Session, sv: Services, r: RunState, ended: Ended) -> None:
+    """The end of a step in the caller's transaction (a run's last step, a hand-over)."""
+    writes = Writes()
+    _end_in(writes, sv, r, ended)
+    writes.run(s)
+    _ended(sv, r, ended)
+
+
+def _end_in(writes: Writes, sv: Services, r: RunState, ended: Ended) -> None:
+    req, p = r.req, ended.planned
+    writes.add(Write(_STEPS, {"state": ended.state, "ended_at": ended.ended_at, "error": ended.error,
+                              "output": json.dumps(ended.output, default=str)}, where=_by_id, params={"id": ended.step_id}))
+    if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
+        writes.add(region_write(sv, req.service, p.region, req.id))
+    record_in(writes, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id,
+              service=req.service, text=p.step.name,
+              detail={"run": r.run.id, "position": p.position, "error": ended.error,
+                      "seconds": (ended.ended_at - ended.started_at).total_seconds()})
+
+
+def _ended(sv: Services, r: RunState, ended: Ended) -> None:
+    """What follows a step's end outside the database: its metric and log line."""
     req, p = r.req, ended.planned
     seconds = (ended.ended_at - ended.started_at).total_seconds()
-    s.execute(_STEP_END, {"step_id": ended.step_id, "state": ended.state, "ended_at": ended.ended_at,
-                          "error": ended.error, "output": json.dumps(ended.output, default=str)})
-    if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
-        record_region(s, sv, req.service, p.region, req.id)
-    record(s, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id, service=req.service,
-           text=p.step.name, detail={"run": r.run.id, "position": p.position, "error": ended.error,
-                                     "seconds": seconds})
     sv.metrics.steps.labels(p.step.action, ended.state.value).observe(seconds)
     op("run.step", request_id=req.id, run_id=r.run.id, service=req.service, step=p.position + 1,
        action=p.step.action, outcome=ended.state.value, seconds=round(seconds, 3), error=ended.error or None)
@@ -166,13 +184,15 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
        rto_s=values.get("measured_rto_s"), rpo_s=values.get("measured_rpo_s"))
 
 
-def record_region(s: Session, sv: Services, service: str, active: str, request_id: int) -> None:
+def region_write(sv: Services, service: str, active: str, request_id: int) -> Write:
+    """Where ``service`` runs now: ``active`` (and the other region as standby)."""
     svc = sv.config.service(service)
-    standby = svc.standby if active == svc.active else svc.active
-    row = s.get(ServiceState, service)
-    if row is None:
-        s.add(ServiceState(service=service, active_region=active, standby_region=standby,
-                           updated_at=sv.clock(), changed_by_request=request_id))
-    else:
-        row.active_region, row.standby_region = active, standby
-        row.updated_at, row.changed_by_request = sv.clock(), request_id
+    return Write(_STATES, {"service": service, "active_region": active,
+                           "standby_region": svc.standby if active == svc.active else svc.active,
+                           "updated_at": sv.clock(), "changed_by_request": request_id}, upsert_on=("service",))
+
+
+def record_region(s: Session, sv: Services, service: str, active: str, request_id: int) -> None:
+    writes = Writes()
+    writes.add(region_write(sv, service, active, request_id))
+    writes.run(s)

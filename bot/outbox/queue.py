@@ -4,20 +4,49 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import bindparam, or_
+from sqlalchemy import and_, bindparam, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from bot.events import BY_KIND, Event
+from bot.store.batch import Write, Writes
 from bot.store.incident_tables import OutboxItem, OutboxState
 
 
 _ITEMS = OutboxItem.__table__
-_FOLD = _ITEMS.update().where(_ITEMS.c.coalesce_key == bindparam("coalesce"),
-                              _ITEMS.c.state == OutboxState.PENDING,
-                              or_(_ITEMS.c.claimed_until.is_(None), _ITEMS.c.claimed_until <= bindparam("now")))
+
+
+def _undelivered(t, bind):
+    """An item with this coalescing key that no worker holds: a newer payload folds into it."""
+    return and_(t.c.coalesce_key == bind("coalesce"), t.c.state == OutboxState.PENDING,
+                or_(t.c.claimed_until.is_(None), t.c.claimed_until <= bind("now")))
+
+
+_FOLD = _ITEMS.update().where(_undelivered(_ITEMS, bindparam))
 """Fold a newer payload into an undelivered item no worker holds: built once (a run queues
 its progress at every step boundary)."""
+
+
+def _checked(event: Event) -> str:
+    if BY_KIND.get(event.KIND) is not type(event):
+        raise TypeError(f"{type(event).__name__} is not a registered event kind")
+    return event.model_dump_json()
+
+
+def _item(event: Event, payload: str, key: str | None, now: datetime) -> OutboxItem:
+    return OutboxItem(kind=event.KIND, stream=event.stream(), idempotency_key=key or f"{event.KIND}:{uuid.uuid4().hex}",
+                      payload=payload, pace_key=event.pace() or "", coalesce_key=event.coalesce(),
+                      created_at=now, next_attempt_at=now)
+
+
+def enqueue_in(writes: Writes, event: Event, now: datetime) -> None:
+    """``enqueue`` of a coalescing event without an idempotency key (run progress) as a
+    write of a batch (``bot.store.batch``): folded into the undelivered item, else queued."""
+    payload, coalesce = _checked(event), event.coalesce()
+    if coalesce is None or event.key() is not None:
+        raise TypeError(f"{event.KIND}: only coalescing events without an idempotency key are queued in a batch")
+    writes.add(Write(_ITEMS, {"payload": payload}, where=_undelivered, params={"coalesce": coalesce, "now": now},
+                     otherwise=_item(event, payload, None, now).model_dump(exclude={"id"})))
 
 
 def enqueue(session: Session, event: Event, now: datetime) -> bool:
@@ -25,9 +54,7 @@ def enqueue(session: Session, event: Event, now: datetime) -> bool:
     before (same idempotency key) or folded into an undelivered item with the same
     coalescing key. ``now``: the services' clock, so the item is due at once under a test
     clock too."""
-    if BY_KIND.get(event.KIND) is not type(event):
-        raise TypeError(f"{type(event).__name__} is not a registered event kind")
-    payload = event.model_dump_json()
+    payload = _checked(event)
     coalesce = event.coalesce()
     if coalesce is not None:
         # an item no worker holds takes the newer payload in place: it keeps its position in
@@ -38,9 +65,7 @@ def enqueue(session: Session, event: Event, now: datetime) -> bool:
     key = event.key()
     if key is not None and session.exec(select(OutboxItem.id).where(OutboxItem.idempotency_key == key)).first():
         return False
-    item = OutboxItem(kind=event.KIND, stream=event.stream(), idempotency_key=key or f"{event.KIND}:{uuid.uuid4().hex}",
-                      payload=payload, pace_key=event.pace() or "", coalesce_key=coalesce,
-                      created_at=now, next_attempt_at=now)
+    item = _item(event, payload, key, now)
     if key is None:
         session.add(item)
         return True

@@ -1,0 +1,146 @@
+"""Writes that read nothing back, sent with the one statement whose result is wanted.
+
+A runbook step boundary writes five rows (the step that ended, its audit entry and timeline
+event, the step that starts, the progress update queued) and reads back one value (the new
+step's id). On PostgreSQL every statement is a network round trip, and BEGIN and COMMIT are
+two more: eight in all. ``commit`` sends the writes as data-modifying CTEs of the final
+statement: one statement, run in autocommit, is one round trip and one atomic transaction
+(PostgreSQL runs every CTE of a statement exactly once, in the statement's snapshot).
+SQLite, in-process with no round trips and no DML in CTEs, runs them one by one in one
+transaction.
+
+A write names its table, columns and condition, never a statement: statements are built
+once per shape (which writes, on which columns) with bound parameters and kept, so a
+boundary costs a dict of values, not a statement to build and compile. A write may be
+conditional: an INSERT made only when the UPDATE before it changed no row (the outbox's
+coalescing: a newer progress update folds into the undelivered one, else it is queued).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy import Engine, Table, bindparam, exists, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ColumnElement
+from sqlmodel import Session
+
+from bot.store.db import session_scope
+
+Where = Callable[[Table, Callable[[str], Any]], ColumnElement]
+"""The condition of an UPDATE, from the table and a function naming a bound parameter: a
+module-level function (its identity is part of the statement's shape)."""
+
+
+@dataclass(frozen=True)
+class Write:
+    table: Table
+    values: dict[str, Any]
+    """Columns set (INSERT, UPDATE)."""
+    where: Where | None = None
+    """An UPDATE's condition (None: an INSERT)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The values of the parameters ``where`` names."""
+    upsert_on: tuple[str, ...] = ()
+    """An INSERT that updates the row with these key columns when it exists."""
+    otherwise: dict[str, Any] | None = None
+    """An UPDATE that changed no row inserts these values instead."""
+
+    def shape(self) -> tuple:
+        """What the statement depends on (not the values): the key of the statements built."""
+        return (self.table.name, *self.values, self.where, *self.params, self.upsert_on, *(self.otherwise or ()))
+
+
+def _bind(table: Table, prefix: str, column: str) -> Any:
+    return bindparam(f"{prefix}{column}", type_=table.c[column].type)
+
+
+def _statements(w: Write, prefix: str, dialect: str) -> list:
+    """The statement(s) of a write with parameters named ``prefix`` + column."""
+    t = w.table
+    sets = {c: _bind(t, prefix, c) for c in w.values}
+    if w.where is None:
+        if not w.upsert_on:
+            return [insert(t).values(sets)]
+        stmt = (postgresql if dialect == "postgresql" else sqlite).insert(t).values(sets)
+        return [stmt.on_conflict_do_update(index_elements=list(w.upsert_on),
+                                           set_={c: stmt.excluded[c] for c in w.values if c not in w.upsert_on})]
+    update = t.update().where(w.where(t, lambda name: bindparam(f"{prefix}p_{name}"))).values(sets)
+    if w.otherwise is None:
+        return [update]
+    return [update, insert(t).values({c: _bind(t, f"{prefix}i_", c) for c in w.otherwise})]
+
+
+def _params(w: Write, prefix: str) -> dict[str, Any]:
+    out = {f"{prefix}{c}": v for c, v in w.values.items()}
+    out.update({f"{prefix}p_{k}": v for k, v in w.params.items()})
+    out.update({f"{prefix}i_{c}": v for c, v in (w.otherwise or {}).items()})
+    return out
+
+
+_BUILT: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _built(key: tuple, build: Callable[[], Any]) -> Any:
+    statement = _BUILT.get(key)
+    if statement is None:
+        with _LOCK:
+            statement = _BUILT.setdefault(key, build())
+    return statement
+
+
+@dataclass
+class Writes:
+    """Writes of one transaction whose results nobody reads, in order."""
+
+    items: list[Write] = field(default_factory=list)
+
+    def add(self, write: Write) -> None:
+        self.items.append(write)
+
+    def run(self, session: Session) -> None:
+        """One by one in the caller's transaction (any database)."""
+        dialect = session.get_bind().dialect.name
+        for w in self.items:
+            key = ("one", dialect, *w.shape())
+            statements = _built(key, lambda: _statements(w, "", dialect))
+            params = w.values if not (w.params or w.otherwise) else _params(w, "")
+            changed = session.execute(statements[0], params).rowcount
+            if len(statements) == 2 and not changed:
+                session.execute(statements[1], params)
+
+    def _joined(self, final: Write, returning: str):
+        """The writes as CTEs of ``final`` (an INSERT) returning ``returning`` (PostgreSQL)."""
+        def build():
+            ctes = []
+            for n, w in enumerate(self.items):
+                statements = _statements(w, f"w{n}_", "postgresql")
+                if len(statements) == 1:
+                    ctes.append(statements[0].cte(f"w{n}"))
+                    continue
+                update, fallback = statements
+                folded = update.returning(next(iter(w.table.primary_key.columns))).cte(f"w{n}_folded")
+                row = select(*(_bind(w.table, f"w{n}_i_", c) for c in w.otherwise))
+                ctes += [folded, insert(w.table).from_select(list(w.otherwise), row.where(~exists(folded.select())))
+                         .cte(f"w{n}_queued")]
+            last = _statements(final, "f_", "postgresql")[0]
+            return last.returning(final.table.c[returning]).add_cte(*ctes)
+        return _built(("joined", *(w.shape() for w in self.items), final.shape(), returning), build)
+
+
+def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> Any:
+    """``writes`` and the INSERT ``final`` in one transaction; the value of the column
+    ``returning`` of the row ``final`` inserted."""
+    if engine.dialect.name == "postgresql":
+        params = {k: v for n, w in enumerate(writes.items) for k, v in _params(w, f"w{n}_").items()}
+        params.update(_params(final, "f_"))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(writes._joined(final, returning), params).scalar_one()
+    with session_scope(engine) as s:
+        writes.run(s)
+        last = _built(("final", final.shape(), returning),
+                      lambda: _statements(final, "", "sqlite")[0].returning(final.table.c[returning]))
+        return s.execute(last, _params(final, "")).scalar_one()
+
