@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import cache
 
 from sqlalchemy import and_, bindparam, or_
 from sqlalchemy.exc import IntegrityError
@@ -33,10 +34,20 @@ def _checked(event: Event) -> str:
     return event.model_dump_json()
 
 
-def _item(event: Event, payload: str, key: str | None, now: datetime) -> OutboxItem:
-    return OutboxItem(kind=event.KIND, stream=event.stream(), idempotency_key=key or f"{event.KIND}:{uuid.uuid4().hex}",
-                      payload=payload, pace_key=event.pace() or "", coalesce_key=event.coalesce(),
-                      created_at=now, next_attempt_at=now)
+_GIVEN = ("kind", "stream", "idempotency_key", "payload", "pace_key", "coalesce_key", "created_at", "next_attempt_at")
+
+
+def _values(event: Event, payload: str, key: str | None, now: datetime) -> dict:
+    """The columns ``_GIVEN`` of a new item."""
+    return dict(zip(_GIVEN, (event.KIND, event.stream(), key or f"{event.KIND}:{uuid.uuid4().hex}", payload,
+                             event.pace() or "", event.coalesce(), now, now)))
+
+
+@cache
+def _defaults() -> dict:
+    """The other columns of a new item, as the model defaults them (taken from the model
+    once: building a model object costs more than the rest of a step boundary)."""
+    return OutboxItem().model_dump(exclude={"id", *_GIVEN})
 
 
 def enqueue_in(writes: Writes, event: Event, now: datetime) -> None:
@@ -46,7 +57,7 @@ def enqueue_in(writes: Writes, event: Event, now: datetime) -> None:
     if coalesce is None or event.key() is not None:
         raise TypeError(f"{event.KIND}: only coalescing events without an idempotency key are queued in a batch")
     writes.add(Write(_ITEMS, {"payload": payload}, where=_undelivered, params={"coalesce": coalesce, "now": now},
-                     otherwise=_item(event, payload, None, now).model_dump(exclude={"id"})))
+                     otherwise=_defaults() | _values(event, payload, None, now)))
 
 
 def enqueue(session: Session, event: Event, now: datetime) -> bool:
@@ -65,7 +76,7 @@ def enqueue(session: Session, event: Event, now: datetime) -> bool:
     key = event.key()
     if key is not None and session.exec(select(OutboxItem.id).where(OutboxItem.idempotency_key == key)).first():
         return False
-    item = _item(event, payload, key, now)
+    item = OutboxItem(**_values(event, payload, key, now))
     if key is None:
         session.add(item)
         return True
