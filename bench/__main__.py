@@ -8,7 +8,7 @@ import platform
 import sys
 import tempfile
 
-from bench import ack, approval, costs, fanout, storm
+from bench import ack, approval, costs, evacuation, fanout, storm
 
 
 def machine() -> str:
@@ -17,7 +17,7 @@ def machine() -> str:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING)
-    wanted = set(argv) or {"fanout", "ack", "approval", "costs", "storm"}
+    wanted = set(argv) or {"fanout", "ack", "approval", "costs", "storm", "evacuation"}
     print(f"# drbot benchmarks on {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         if "fanout" in wanted:
@@ -64,6 +64,9 @@ def main(argv: list[str]) -> int:
                   f"(max {r['transactions_max']}; of which read-only, taking no write lock: median "
                   f"{r['read_only_median']:.0f}), chat writes median {r['chat_writes_median']:.0f} "
                   f"(max {r['chat_writes_max']}); before the outbox redesign 27 and 7-8")
+        if "evacuation" in wanted:
+            for line in evacuation.lines(evacuation.run(tmp)):
+                print(line)
         if "storm" in wanted:
             for line in storm.lines(storm.run(tmp)):
                 print(line)

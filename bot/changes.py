@@ -18,12 +18,15 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from bot import drill_calendar
+from bot import approval_slots, drill_calendar
 from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.directory import DirectoryError
+from bot.events import ApprovalRelaxed
+from bot.evacuation_policy import policy_of
 from bot.metrics import decision_outcome
 from bot.oplog import op
+from bot.outbox.queue import enqueue
 from bot.plans import CALENDAR_KINDS
 from bot.policy import Policy, policy_for
 from bot.preflight import run_preflight
@@ -74,7 +77,10 @@ def load(session: Session, request_id: int, lock: bool = False) -> ChangeRequest
 
 
 def may_approve(services: Services, policy: Policy, actor: Actor) -> bool:
+    """An approver, or (with ``approvals.slots``) someone who may fill one of its slots."""
     try:
+        if policy.slots:
+            return approval_slots.qualifies_any(services, policy, actor, services.directory.includes)
         return services.directory.includes(actor.id, policy.approvers)
     except DirectoryError as e:
         raise Refused("directory_error", error=str(e)) from e
@@ -136,6 +142,8 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
             record(s, actor, "request.allow_data_loss", target=service, request_id=req.id, service=service,
                    text=reason, detail={"checks": [c.code for c in preflight.checks if c.params.get("overridden")]
                                         if preflight else []})
+        if not break_glass:
+            _relax(services, s, req, policy, now)
         if break_glass:
             move_request(s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now)
             record(s, actor, "break_glass", target=service, request_id=req.id, service=service,
@@ -148,6 +156,22 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
     op("request.created", request_id=req.id, kind=kind.value, service=service, user=actor.id,
        break_glass=break_glass or None, not_before=postpone_to)
     return req
+
+
+def _relax(services: Services, s: Session, req: ChangeRequest, policy: Policy, now: datetime) -> None:
+    """Apply the first severity-gated relaxation that holds now: fewer approvals, recorded on
+    the request's and the incident's timeline and announced in the incident channel."""
+    relaxed = approval_slots.relaxation_for(services, s, policy, now)
+    if relaxed is None:
+        return
+    req.required_approvals = relaxed.required
+    s.add(req)
+    s.flush()
+    record(s, SYSTEM, "approval.relaxed", target=req.service, request_id=req.id, incident_id=relaxed.incident.id,
+           service=req.service, text=relaxed.why,
+           detail={"required": relaxed.required, "normally": policy.required, "why": relaxed.why,
+                   "incident": relaxed.incident.id, "severity": relaxed.incident.severity})
+    enqueue(s, ApprovalRelaxed(incident_id=relaxed.incident.id, request_id=req.id), now)
 
 
 def _refuse_if_open(s: Session, service: str) -> None:
@@ -186,6 +210,8 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
     """Approve, deny or cancel. Returns what to tell the clicker. Each person decides once
     (approve or deny); the requester may cancel until the run starts."""
     decision = Decision(request_id)
+    if verb != "cancel":
+        _read_on_call(services, request_id)
     try:
         with session_scope(services.engine) as s:
             req = load(s, request_id, lock=True)
@@ -207,6 +233,16 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
     services.metrics.decision(verb, outcome)
     op(f"request.{verb}", request_id=request_id, service=decision.service or None, user=actor.id, outcome=outcome)
     return decision
+
+
+def _read_on_call(services: Services, request_id: int) -> None:
+    """Read the pager's schedules of the request's on-call slots into the cache before the
+    request row is locked, so the click's transaction seldom waits on a pager."""
+    with read_scope(services.engine) as s:
+        req = s.get(ChangeRequest, request_id)
+        service = req.service if req is not None else None
+    if service is not None and services.config.service(service) is not None:
+        approval_slots.warm(services, policy_for(services.config, service))
 
 
 def _check_open(s: Session, req: ChangeRequest, now: datetime, decision: Decision, verb: str) -> None:
@@ -240,11 +276,14 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
         return
     if actor.id == req.requester:
         raise Refused("own_request", id=req.id)
-    policy = policy_for(services.config, req.service)
-    if not may_approve(services, policy, actor):
+    policy = policy_of(services.config, s, req)  # an evacuation: bot.evacuation_policy
+    slot = ""
+    if policy.slots:
+        slot = _slot_for(services, s, req, policy, actor, verb, where)
+    elif not may_approve(services, policy, actor):
         record(s, actor, "approval.refused", detail={"why": "not an approver"}, **where)
         raise Refused("not_approver", service=req.service, approvers=list(policy.approvers))
-    _decide_once(s, req, actor, verb == "approve", now)
+    _decide_once(s, req, actor, verb == "approve", now, slot)
     if verb == "deny":
         move_request(s, req.id, [RequestState.PENDING], RequestState.DENIED, decided_at=now, closed_at=now,
                      state_reason=f"denied by {actor.name or actor.id}")
@@ -253,7 +292,8 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
         return
     count = s.exec(select(func.count()).select_from(Approval).where(
         Approval.request_id == req.id, col(Approval.approve).is_(True))).one()
-    record(s, actor, "request.approved", detail={"count": count, "required": req.required_approvals}, **where)
+    record(s, actor, "request.approved", detail={"count": count, "required": req.required_approvals,
+                                                 **({"slot": slot} if slot else {})}, **where)
     decision.changed = True
     if count >= req.required_approvals and move_request(
             s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now):
@@ -264,17 +304,44 @@ def _apply(services: Services, s: Session, req: ChangeRequest, actor: Actor, ver
                          state_reason=what)
 
 
-def _decide_once(s: Session, req: ChangeRequest, actor: Actor, approve: bool, now: datetime) -> None:
+def _slot_for(services: Services, s: Session, req: ChangeRequest, policy: Policy, actor: Actor, verb: str,
+              where: dict) -> str:
+    """The slot this click fills (approve), or "" (deny: anyone who may fill a slot may deny).
+    Refused naming the open slots, and why an on-call slot cannot be filled, otherwise."""
+    def includes(user: str, ids: tuple[str, ...]) -> bool:
+        return _includes(services, actor, ids)
+
+    if verb == "deny":
+        if not approval_slots.qualifies_any(services, policy, actor, includes):
+            record(s, actor, "approval.refused", detail={"why": "fills no slot"}, **where)
+            raise Refused("no_slot", id=req.id, service=req.service, slots=[x.name for x in policy.slots])
+        return ""
+    decided = s.exec(select(Approval).where(Approval.request_id == req.id)
+                     .execution_options(populate_existing=True)).all()
+    if any(a.approver == actor.id for a in decided):
+        return ""  # _decide_once says what this person decided before
+    picked = approval_slots.pick(services, policy, actor, list(decided), includes)
+    if picked.slot is None:
+        record(s, actor, "approval.refused", detail={"why": "no open slot", "open": list(picked.open),
+                                                     "problems": picked.problems}, **where)
+        raise Refused("no_open_slot", id=req.id, open=list(picked.open), problems=picked.problems)
+    return picked.slot
+
+
+def _decide_once(s: Session, req: ChangeRequest, actor: Actor, approve: bool, now: datetime, slot: str = "") -> None:
     """Store this person's one decision (unique request_id, approver), or refuse: a second
-    click, the other button after the first, or both at once on two replicas."""
+    click, the other button after the first, or both at once on two replicas. ``slot``: the
+    approval slot it fills (unique per request: ``uq_approval_slot``)."""
     stored = s.execute(insert_for(s, Approval).values(
-        request_id=req.id, approver=actor.id, approver_name=actor.name, approve=approve, at=now)
+        request_id=req.id, approver=actor.id, approver_name=actor.name, approve=approve, at=now, slot=slot)
         .on_conflict_do_nothing().returning(Approval.id)).first()
     if stored is not None:
         return
     # this person decided before (or at the same moment, elsewhere): uq_approval_person kept one
     mine = s.exec(select(Approval).where(Approval.request_id == req.id, Approval.approver == actor.id)
-                  .execution_options(populate_existing=True)).one()
+                  .execution_options(populate_existing=True)).first()
+    if mine is None:  # uq_approval_slot: someone else filled this slot at the same moment
+        raise Refused("slot_taken", id=req.id, slot=slot)
     if mine.approve and approve:
         raise Refused("already_approved", id=req.id)
     raise Refused("already_decided", id=req.id, how="approved" if mine.approve else "denied",

@@ -28,5 +28,26 @@ def check_config(loaded: LoadedConfig, backends: dict[str, Backend], out: TextIO
     for name, result in results.items():
         failed += not result.ok
         out.write(f"  {'ok  ' if result.ok else 'FAIL'} {name} ({backends[name].kind}): {result.message}\n")
+    failed += _check_schedules(loaded, backends, out)
     out.write("all sources answered\n" if not failed else f"{failed} source(s) failed their check\n")
     return 0 if not failed else 2
+
+
+def _check_schedules(loaded: LoadedConfig, backends: dict[str, Backend], out: TextIO) -> int:
+    """Each on-call schedule of ``paging.schedules`` read once: who is on call now, and
+    whether ``paging.people`` names them (an approval slot needs a Slack user)."""
+    paging, failed = loaded.config.paging, 0
+    for name, spec in (paging.schedules.items() if paging is not None else ()):
+        source = spec.source or paging.source
+        try:
+            now_on = backends[source].on_call(spec.schedule)  # type: ignore[attr-defined]
+        except Exception as e:  # a check must report, never crash the command
+            failed += 1
+            out.write(f"  FAIL schedule {name} ({source} {spec.schedule}): {e}\n")
+            continue
+        people = {k.lower() for k in paging.people}
+        unnamed = sorted(p for p in now_on.people if p not in people)
+        out.write(f"  ok   schedule {name} ({source} {spec.schedule}): {len(now_on.people)} on call now"
+                  + (f"; not in paging.people (looked up by e-mail in Slack when drbot runs): {', '.join(unnamed)}"
+                     if unnamed else "") + "\n")
+    return failed

@@ -20,9 +20,10 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
+from bot.backup_reading import read_backup
 from bot.readings import Reading, Status
 from integrations.base import Backend, HealthReading, IntegrationError, LagReading, Target
 from integrations.http_client import HttpBackend
@@ -37,7 +38,7 @@ class Probe:
 
     key: tuple
     source: str
-    kind: str  # 'lag' | 'health' | 'traffic' | 'writer' | 'replication'
+    kind: str  # 'lag' | 'health' | 'traffic' | 'writer' | 'replication' | 'backup'
     target: Target
     history: bool = False
     stale_after: float | None = None
@@ -199,8 +200,12 @@ class Collector:
 
         try:
             if probe.kind == "lag":
-                return _from_lag(probe.source, backend.read_lag(probe.target, history=probe.history),
-                                 backend.sandbox, elapsed())
+                lag = backend.read_lag(probe.target, history=probe.history)
+                if lag.unit != probe.target.unit:  # a seconds-only source read for a stream in messages...
+                    raise IntegrationError(f"{probe.source} reads lag in {lag.unit}, not in {probe.target.unit}: "
+                                           f"give this stream unit: {lag.unit}, or a source that reads "
+                                           f"{probe.target.unit} (prometheus, cloudwatch, http_json)")
+                return _from_lag(probe.source, lag, backend.sandbox, elapsed())
             if probe.kind in ("traffic", "writer"):
                 read = backend.active_region if probe.kind == "traffic" else backend.writer_region
                 return Reading(probe.kind, probe.source, Status.OK, observed_at=datetime.now(timezone.utc),
@@ -212,6 +217,12 @@ class Collector:
                 return Reading(probe.kind, probe.source, Status.OK, observed_at=_aware(rep.observed_at),
                                region=writers[0] if len(writers) == 1 else None, replication=rep,
                                detail=backend.title or backend.kind, sandbox=backend.sandbox, elapsed_ms=elapsed())
+            if probe.kind == "weights":  # a staged ramp's split (bot.status)
+                return Reading(probe.kind, probe.source, Status.OK, observed_at=datetime.now(timezone.utc),
+                               weights=backend.weights(probe.target), detail=backend.title or backend.kind,
+                               sandbox=backend.sandbox, elapsed_ms=elapsed())
+            if probe.kind == "backup":  # bot.backups: the newest backup of the target's query
+                return replace(read_backup(probe.source, backend, probe.target.query or ""), elapsed_ms=elapsed())
             return _from_health(probe.source, backend.check_health(probe.target), backend.sandbox, elapsed())
         except IntegrationError as e:
             return Reading(probe.kind, probe.source, Status.FAILED, error=str(e), sandbox=backend.sandbox,
@@ -229,7 +240,7 @@ def _missing(probe: Probe) -> Reading:
 def _from_lag(source: str, r: LagReading, sandbox: bool, elapsed_ms: float) -> Reading:
     return Reading("lag", source, Status.OK, observed_at=_aware(r.observed_at), lag_seconds=r.seconds,
                    replicating=r.replicating, detail=r.detail, history=r.history, sandbox=sandbox,
-                   elapsed_ms=elapsed_ms)
+                   elapsed_ms=elapsed_ms, unit=r.unit)
 
 
 def _from_health(source: str, r: HealthReading, sandbox: bool, elapsed_ms: float) -> Reading:

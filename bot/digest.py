@@ -56,14 +56,16 @@ def lag_stats(s: Session, names: list[str], since: datetime, until: datetime) ->
 
 def drills_done(services: Services, s: Session, since: datetime, until: datetime) -> list[dict[str, Any]]:
     """Drill runs that ended in [since, until], oldest first, with their measured numbers."""
-    runs = s.exec(select(Run).where(Run.kind == RequestKind.DRILL, col(Run.state).in_(_FINISHED),
-                                    col(Run.ended_at).is_not(None), Run.ended_at >= since, Run.ended_at <= until)
+    runs = s.exec(select(Run, ChangeRequest.scenario).join(ChangeRequest, ChangeRequest.id == Run.request_id)
+                  .where(Run.kind == RequestKind.DRILL, col(Run.state).in_(_FINISHED),
+                         col(Run.ended_at).is_not(None), Run.ended_at >= since, Run.ended_at <= until)
                   .order_by(col(Run.ended_at), col(Run.id)))
     out = []
-    for run in runs:
+    for run, scenario in runs:
         svc = services.config.service(run.service)
         out.append({"service": run.service, "request_id": run.request_id, "state": run.state.value,
                     "passed": bool(run.passed), "ended_at": run.ended_at.isoformat(),
+                    "restore": svc.restore_scenarios().get(scenario) if svc else None,  # bot.restore_drill
                     "proof": run.proof, "sandbox": run.sandbox,  # a check is no drill (bot.drill_proof)
                     "rto_s": run.measured_rto_s, "rpo_s": run.measured_rpo_s,
                     "rto_target_s": svc.rto.total_seconds() if svc else None,

@@ -13,12 +13,32 @@ class DirectoryError(Exception):
 
 class Directory:
     def __init__(self, fetch: Callable[[str], Iterable[str]] | None = None, ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, by_email: Callable[[str], str | None] | None = None):
         self._fetch = fetch
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, frozenset[str]]] = {}
         self._lock = threading.Lock()
+        self._by_email = by_email
+        self._emails: dict[str, tuple[float, str | None]] = {}
+
+    def user_by_email(self, email: str) -> str | None:
+        """The Slack user with this e-mail address (cached like memberships); None when there
+        is none, it cannot be read, or no workspace is connected: never a guess."""
+        if self._by_email is None or "@" not in email:
+            return None
+        now, key = self._clock(), email.lower()
+        with self._lock:
+            hit = self._emails.get(key)
+            if hit and now - hit[0] < self._ttl:
+                return hit[1]
+        try:
+            user = self._by_email(key)
+        except Exception:  # users:read.email missing, no such user, Slack slow: not known
+            return None
+        with self._lock:
+            self._emails[key] = (now, user)
+        return user
 
     def members(self, group_id: str) -> frozenset[str]:
         now = self._clock()

@@ -12,6 +12,10 @@ A drill passes only if it moved traffic or the writer and a verify read the move
 - ``check``: the scenario has only ``check`` steps. The run is recorded as a check:
   ``passed`` stays empty (its state says whether the checks held), it never passes as a
   drill and does not refresh ``drill_max_age`` (``bot.store.queries.latest_drills``).
+
+A scenario with a ``restore:`` step is a restore test (``bot.restore_drill``): its restore
+is summarised and recorded with the restore step's output here; without moves it is
+recorded as a check, and ``bot.backups`` judges it against ``restore_test_max_age``.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from bot.config.runbooks import confirmed_by
 from bot.plans import steps_for
+from bot.restore_drill import record, summarize
 from bot.services import Services
 from bot.store.models import ChangeRequest, RunStep, StepState
 
@@ -64,6 +69,9 @@ def drill_values(services: Services, s: Session, run_id: int, request_id: int, p
     req = s.get(ChangeRequest, request_id)
     steps = [p.step for p in steps_for(services, s, req) if not p.rollback]
     rows = list(s.exec(select(RunStep).where(RunStep.run_id == run_id).order_by(col(RunStep.id))))
+    restore = summarize(services.config.service(req.service), steps, rows)
+    if restore is not None:  # a restore test: what was restored, from which backup, how long, the checks
+        record(s, rows, steps, restore)
     proof = proof_of(steps, rows)
     if proof == CHECK:
         return {"proof": proof, "passed": None}

@@ -27,7 +27,7 @@ from bot.policy import policy_for
 from bot.preflight import run_preflight
 from bot.request_events import queue_message
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope, session_scope
 from bot.store.drill_tables import DrillOccurrence, OccurrenceState
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 from bot.store.transitions import move_request
@@ -250,10 +250,18 @@ def upcoming(services: Services, limit: int = 20) -> list[dict]:
     return out[:limit]
 
 
-def history(services: Services, service: str | None, limit: int = 20) -> list[Run]:
-    """The newest drill runs, of one service or all."""
-    with session_scope(services.engine) as s:
-        stmt = select(Run).where(Run.kind == RequestKind.DRILL).order_by(col(Run.started_at).desc()).limit(limit)
+def history(services: Services, service: str | None, limit: int = 20) -> tuple[list[Run], dict[int, str]]:
+    """The newest drill runs, of one service or all, and the restore tests among them (run
+    id -> the backup its scenario restores: ``bot.restore_drill``)."""
+    with read_scope(services.engine) as s:
+        stmt = (select(Run, ChangeRequest.scenario).join(ChangeRequest, ChangeRequest.id == Run.request_id)
+                .where(Run.kind == RequestKind.DRILL).order_by(col(Run.started_at).desc()).limit(limit))
         if service:
             stmt = stmt.where(Run.service == service)
-        return list(s.exec(stmt))
+        found = list(s.exec(stmt))
+    restores: dict[int, str] = {}
+    for run, scenario in found:
+        svc = services.config.service(run.service)
+        if svc is not None and (backup := svc.restore_scenarios().get(scenario)) is not None:
+            restores[run.id] = backup
+    return [run for run, _ in found], restores

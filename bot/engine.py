@@ -29,8 +29,11 @@ from datetime import datetime
 from sqlalchemy import or_, update
 from sqlmodel import col, select
 
+from bot import evacuation_run
 from bot.audit import SYSTEM, record
+from bot.evacuation_policy import is_evacuation
 from bot.identity import OWNER
+from bot.manual_steps import asks_people
 from bot.plans import CALENDAR_KINDS, Planned, steps_for
 from bot.measurements import LOSSY, lag_before_cutover
 from bot.oplog import op
@@ -95,7 +98,9 @@ class Runner:
             self.sweep()
 
     def sweep(self) -> list[int]:
-        """Launch every request that is approved and due (after a restart, a drill's time)."""
+        """Launch every request that is approved and due (after a restart, a drill's time);
+        running evacuations go on (``bot.evacuation_run``)."""
+        evacuation_run.sweep(self.services)  # first: an interrupted evacuation withdraws what did not start
         with read_scope(self.services.engine) as s:
             due = list(s.exec(select(ChangeRequest.id).where(*_due(self.services.clock()))
                               .order_by(col(ChangeRequest.id))))
@@ -105,7 +110,7 @@ class Runner:
 
     def launch(self, request_id: int) -> None:
         """The one function that starts runs (inline, or on the pool)."""
-        if self.inline:
+        if self.inline and not asks_people(self.services, request_id):  # the shell must stay free to click Done
             self.execute(request_id)
             return
         with self._lock:
@@ -202,7 +207,9 @@ class Runner:
         self._finish(r, ended, final, "", diverged=diverged, succeeded=True)
 
     def _begin(self, request_id: int) -> RunState | None:
-        """Claim the request (approved and due -> running) and open or resume its run."""
+        """Claim the request (approved and due -> running) and open or resume its run. An
+        evacuation has no run of its own: its services start as child requests once the
+        claim commits (``bot.evacuation_run``)."""
         sv = self.services
         now = sv.clock()
         with session_scope(sv.engine) as s:
@@ -211,36 +218,53 @@ class Runner:
                             .execution_options(populate_existing=True)).one_or_none()
             if req is None:
                 return None  # someone else runs it, it is no longer approved, or not due yet
-            reason = req.reason
-            planned = steps_for(sv, s, req)
-            if req.kind is RequestKind.RESUME:
-                parent = s.get(ChangeRequest, req.parent_id)
-                reason = parent.reason  # the accepted data loss was named by the original request
-                run = s.exec(select(Run).where(Run.request_id == parent.id)).one()
-                if not move_run(s, run.id, [RequestState.INTERRUPTED], RequestState.RUNNING, owner=OWNER,
-                                heartbeat_at=now):
-                    move_request(s, req.id, [RequestState.RUNNING], RequestState.FAILED, closed_at=now,
-                                 state_reason="the run is no longer interrupted")
-                    queue_message(sv, s, req)
-                    return None
-                move_request(s, parent.id, [RequestState.INTERRUPTED], RequestState.RUNNING)
-                queue_message(sv, s, parent)
-                progress = parent
-                attempts, first = attempts_of(s, run)
+            if is_evacuation(req):
+                evacuation_run.begin(sv, s, req)
+                opened = None
             else:
-                run = Run(request_id=req.id, kind=req.kind, service=req.service, approved_at=req.decided_at or now,
-                          started_at=now, owner=OWNER, heartbeat_at=now,
-                          **at_start(sv, req.service, [p.step for p in planned]))
-                s.add(run)
-                s.flush()
-                progress, attempts, first = req, {}, 0
-            record(s, SYSTEM, "run.started", target=req.service, request_id=req.id, service=req.service,
-                   detail={"run": run.id, "owner": OWNER})
-            queue_message(sv, s, req)
-            queue_progress(sv, s, progress)
+                opened = self._open_run(s, req, now)
+        if is_evacuation(req):
+            evacuation_run.started(sv, req.id)
+            return None
+        if opened is None:
+            return None
+        run, planned, first, reason, progress, attempts = opened
         sv.metrics.runs_started.labels(req.kind.value).inc()
         op("run.started", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service, owner=OWNER)
         return RunState(req, run, planned, first, reason, progress, attempts, beat_at=now)
+
+    def _open_run(self, s, req: ChangeRequest, now: datetime):
+        """In the claim's transaction: open the run, or resume the interrupted one (None: it
+        is no longer interrupted)."""
+        sv = self.services
+        reason = req.reason
+        planned = steps_for(sv, s, req)
+        if req.kind is RequestKind.RESUME:
+            parent = s.get(ChangeRequest, req.parent_id)
+            reason = parent.reason  # the accepted data loss was named by the original request
+            run = s.exec(select(Run).where(Run.request_id == parent.id)).one()
+            if not move_run(s, run.id, [RequestState.INTERRUPTED], RequestState.RUNNING, owner=OWNER,
+                            heartbeat_at=now):
+                move_request(s, req.id, [RequestState.RUNNING], RequestState.FAILED, closed_at=now,
+                             state_reason="the run is no longer interrupted")
+                queue_message(sv, s, req)
+                return None
+            move_request(s, parent.id, [RequestState.INTERRUPTED], RequestState.RUNNING)
+            queue_message(sv, s, parent)
+            progress = parent
+            attempts, first = attempts_of(s, run)
+        else:
+            run = Run(request_id=req.id, kind=req.kind, service=req.service, approved_at=req.decided_at or now,
+                      started_at=now, owner=OWNER, heartbeat_at=now,
+                      **at_start(sv, req.service, [p.step for p in planned]))
+            s.add(run)
+            s.flush()
+            progress, attempts, first = req, {}, 0
+        record(s, SYSTEM, "run.started", target=req.service, request_id=req.id, service=req.service,
+               detail={"run": run.id, "owner": OWNER})
+        queue_message(sv, s, req)
+        queue_progress(sv, s, progress)
+        return run, planned, first, reason, progress, attempts
 
     @contextmanager
     def _heartbeat(self, r: RunState, every: float = HEARTBEAT_EVERY):
@@ -290,12 +314,15 @@ class Runner:
         return Ended(step_id, p, state, error, output | cutover, started_at, sv.clock())
 
     def _step_boundary(self, r: RunState, p: Planned, ended: Ended | None) -> tuple[int, datetime]:
-        started = step_started(self.services, r, p, ended)
-        self._poke_outbox()
-        return started
+        step_id, started_at, queued = step_started(self.services, r, p, ended)
+        if queued:  # folded into an undelivered update: the outbox has it already
+            self._poke_outbox()
+        return step_id, started_at
 
     def _finish(self, r: RunState, ended: Ended | None, state: RequestState, why: str, **how) -> None:
         finish(self.services, r, ended, state, why, **how)
+        if r.req.parent_id is not None:  # a service of an evacuation: the next may start
+            evacuation_run.child_ended(self.services, r.req)
         self._poke_outbox()
         self.done.set()
 

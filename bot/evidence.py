@@ -33,8 +33,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from bot.config import Config
+from bot.evacuation_evidence import EVACUATION_KINDS, evacuation_of, part_of, times
 from bot.evidence_sign import ENV, HOW, MANIFEST, SIGNATURE, BadKey, Key, key_from_env, signature_text, verify_pack
 from bot.render import Renderer, Reply
+from bot.restore_drill import from_steps
 from bot.run_facts import recorded_targets, sources_of
 from bot.store import session_scope
 from bot.store.models import Approval, ChangeRequest, RequestKind, Run, RunStep, TimelineEvent
@@ -125,7 +127,7 @@ def _record(s: Session, req: ChangeRequest, run: Run | None, config: Config | No
     steps = s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(col(RunStep.id))) if run else []
     events = s.exec(select(TimelineEvent).where(col(TimelineEvent.request_id).in_([req.id] + [c.id for c in children]))
                     .order_by(col(TimelineEvent.at), col(TimelineEvent.id)))
-    return {
+    out = {
         "request": {
             "id": req.id, "kind": req.kind.value, "service": req.service, "from_region": req.from_region,
             "to_region": req.to_region, "scenario": req.scenario, "reason": req.reason,
@@ -146,6 +148,7 @@ def _record(s: Session, req: ChangeRequest, run: Run | None, config: Config | No
             "proof": run.proof or None, "sandbox": run.sandbox, "error": run.error, "owner": run.owner,
         },
         "targets": _targets(run),
+        "restore": None,  # a restore test's restore, from its restore step's output (bot.restore_drill)
         "steps": [{"position": st.position, "attempt": st.attempt, "name": st.name, "action": st.action,
                    "rollback": st.rollback, "state": st.state.value, "started_at": iso(st.started_at),
                    "ended_at": iso(st.ended_at), "error": st.error, "output": _json_or_text(st.output),
@@ -154,17 +157,29 @@ def _record(s: Session, req: ChangeRequest, run: Run | None, config: Config | No
         "timeline": [{"at": iso(e.at), "request_id": e.request_id, "service": e.service, "kind": e.kind,
                       "actor": e.actor, "text": e.text, "data": _json_or_text(e.data)} for e in events],
     }
+    out["restore"] = from_steps([st["output"] for st in out["steps"] if not st["rollback"]])
+    evacuation = evacuation_of(s, req)  # an evacuation: one record, its services' runs as children
+    if evacuation is not None:
+        evacuation = times(evacuation, iso)
+        for x in evacuation["services"]:
+            x["record"] = stem({"request": {"id": x["request_id"], "kind": x["kind"], "service": x["service"]}}) \
+                if x["request_id"] is not None else None
+    out["evacuation"] = evacuation
+    out["part_of_evacuation"] = part_of(s, req)
+    return out
 
 
 def collect(engine: Engine, since: datetime, until: datetime | None = None, service: str | None = None,
             config: Config | None = None, simulated: set[str] | frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """One record per failover, failback, drill or rollback request whose run started (or,
-    never run, which was made) at or after ``since`` and before ``until``, oldest first.
+    never run, which was made) at or after ``since`` and before ``until``, oldest first; and
+    per region evacuation (or return), one record naming its services' runs, each a record
+    of its own (``bot.evacuation_evidence``).
     ``simulated``: the sandbox sources, for requests that never ran."""
     at = func.coalesce(Run.started_at, ChangeRequest.created_at)
     with session_scope(engine) as s:
         stmt = (select(ChangeRequest, Run).outerjoin(Run, Run.request_id == ChangeRequest.id)
-                .where(col(ChangeRequest.kind).in_(RUN_KINDS), at >= since))
+                .where(col(ChangeRequest.kind).in_(RUN_KINDS + EVACUATION_KINDS), at >= since))
         if until is not None:
             stmt = stmt.where(at < until)
         if service:
@@ -187,6 +202,8 @@ def index(records: list[dict[str, Any]]) -> dict[str, Any]:
             "request_id": req["id"], "date": at[:10], "at": at, "started_at": run.get("started_at"),
             "service": req["service"], "kind": req["kind"], "state": req["state"], "run_state": run.get("state"),
             "passed": run.get("passed"), "proof": run.get("proof"), "sandbox": r["sandbox"],
+            "restore_test": {"backup": r["restore"]["backup"], "passed": r["restore"]["passed"]}
+            if r.get("restore") else None,
             "break_glass": req["break_glass"],
             "rto": {"measured_s": run.get("measured_rto_s"), "target_s": t["rto_s"], "ok": t["rto_ok"]},
             "rpo": {"measured_s": run.get("measured_rpo_s"), "target_s": t["rpo_s"], "ok": t["rpo_ok"]},
@@ -195,6 +212,9 @@ def index(records: list[dict[str, Any]]) -> dict[str, Any]:
                                if a["decision"] == "approve"],
             "deniers": [a["approver_name"] or a["approver"] for a in r["approvals"] if a["decision"] == "deny"],
             "json": stem(r) + ".json", "markdown": stem(r) + ".md",
+            "evacuation_id": (r.get("part_of_evacuation") or {}).get("id"),
+            "children": [x["request_id"] for x in r["evacuation"]["services"] if x["request_id"] is not None]
+            if r.get("evacuation") else None,
         })
     ran = [x for x in rows if x["run_state"] is not None]
     summary = {"requests": len(rows), "runs": len(ran), "not_run": len(rows) - len(ran),

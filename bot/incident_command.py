@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.events import CommanderMissing, IncidentSummary
-from bot.incidents import NoIncident, incident_in, open_incidents, publish_status, queue_ops_update
+from bot.incidents import NoIncident, incident_in, open_by_hand, open_incidents, publish_status, queue_ops_update
 from bot.oplog import op
 from bot.paging import queue_pages
 from bot.outbox.queue import enqueue
@@ -48,16 +48,27 @@ def set_role(services: Services, actor: Actor, channel: str | None, role: str, u
 def claim(services: Services, actor: Actor, incident_id: int, role: str) -> tuple[Incident, str | None]:
     """The Claim button: ``actor`` takes ``role`` of the incident."""
     with session_scope(services.engine) as s:
-        inc = s.get(Incident, incident_id)
-        if inc is None or inc.status is IncidentStatus.RESOLVED:
-            raise NoIncident(incident_id)
+        inc = _open_by_id(s, incident_id)
         previous = _assign(services, s, actor, inc, role, actor.id, actor.name)
     _poke(services)
     return inc, previous
 
 
+def declare(services: Services, actor: Actor, title: str, severity: str, names: list[str],
+            commander: str | None = None, commander_name: str = "") -> Incident:
+    """The declare-incident modal: ``open_by_hand`` (``incident_open``), and the commander
+    the declarer named, if any (naming them is part of declaring: no other permission)."""
+    inc = open_by_hand(services, actor, title, severity, names)
+    if commander and COMMANDER in services.config.incidents.roles:
+        with session_scope(services.engine) as s:
+            _assign(services, s, actor, _open_by_id(s, inc.id), COMMANDER, commander, commander_name,
+                    by_opener=True)
+        _poke(services)
+    return inc
+
+
 def _assign(services: Services, s: Session, actor: Actor, inc: Incident, role: str, user: str,
-            user_name: str) -> str | None:
+            user_name: str, by_opener: bool = False) -> str | None:
     if role not in services.config.incidents.roles:
         raise ValueError(f"{role!r} is not one of incidents.roles")
     held = roles_of(s, inc.id)
@@ -78,7 +89,8 @@ def _assign(services: Services, s: Session, actor: Actor, inc: Incident, role: s
             if previous == user:
                 return previous
     if not claimed:
-        _may_command(services, actor, held)
+        if not by_opener:
+            _may_command(services, actor, held)
         s.execute(insert.on_conflict_do_update(index_elements=["incident_id", "role"], set_=values))
     record(s, actor, "incident.role", target=inc.title, incident_id=inc.id, text=role,
            detail={"role": role, "user": user, "name": user_name, "previous": previous})
@@ -94,20 +106,45 @@ def set_severity(services: Services, actor: Actor, channel: str | None, severity
     policy, and a raise pages per ``paging.severities``. Returns (the incident, the severity before)."""
     with session_scope(services.engine) as s:
         inc = _open_in(s, channel)
-        _may_command(services, actor, roles_of(s, inc.id))
-        previous = inc.severity
-        if previous != severity:
-            inc.severity = severity
-            record(s, actor, "incident.severity", target=inc.title, incident_id=inc.id, text=reason,
-                   detail={"from": previous, "to": severity})
-            publish_status(services, s, inc)
-            if severity < previous:  # raised (sev1 is the highest): the pager follows the new severity's policy
-                queue_pages(services, s, inc, "severity")
-            enqueue(s, IncidentSummary(incident_id=inc.id), services.clock())
-            queue_ops_update(services, s, inc, "severity", actor)
-            op("incident.severity", incident_id=inc.id, user=actor.id, outcome=severity, previous=previous)
+        previous = _change_severity(services, s, actor, inc, severity, reason)
     _poke(services)
     return inc, previous
+
+
+def set_severity_of(services: Services, actor: Actor, incident_id: int, severity: str,
+                    reason: str) -> tuple[Incident, str]:
+    """The severity modal (from the pinned summary): like ``set_severity``, by the incident's id."""
+    with session_scope(services.engine) as s:
+        inc = _open_by_id(s, incident_id)
+        previous = _change_severity(services, s, actor, inc, severity, reason)
+    _poke(services)
+    return inc, previous
+
+
+def set_role_of(services: Services, actor: Actor, incident_id: int, role: str, user: str,
+                user_name: str = "") -> tuple[Incident, str | None]:
+    """The role modal (from the pinned summary): like ``set_role``, by the incident's id."""
+    with session_scope(services.engine) as s:
+        inc = _open_by_id(s, incident_id)
+        previous = _assign(services, s, actor, inc, role, user, user_name)
+    _poke(services)
+    return inc, previous
+
+
+def _change_severity(services: Services, s: Session, actor: Actor, inc: Incident, severity: str, reason: str) -> str:
+    _may_command(services, actor, roles_of(s, inc.id))
+    previous = inc.severity
+    if previous != severity:
+        inc.severity = severity
+        record(s, actor, "incident.severity", target=inc.title, incident_id=inc.id, text=reason,
+               detail={"from": previous, "to": severity})
+        publish_status(services, s, inc)
+        if severity < previous:  # raised (sev1 is the highest): the pager follows the new severity's policy
+            queue_pages(services, s, inc, "severity")
+        enqueue(s, IncidentSummary(incident_id=inc.id), services.clock())
+        queue_ops_update(services, s, inc, "severity", actor)
+        op("incident.severity", incident_id=inc.id, user=actor.id, outcome=severity, previous=previous)
+    return previous
 
 
 def call_out_missing_commanders(services: Services) -> list[int]:
@@ -146,6 +183,13 @@ def _open_in(s: Session, channel: str | None) -> Incident:
     inc = incident_in(s, channel)
     if inc.status is IncidentStatus.RESOLVED:
         raise NoIncident(channel)
+    return inc
+
+
+def _open_by_id(s: Session, incident_id: int) -> Incident:
+    inc = s.get(Incident, incident_id)
+    if inc is None or inc.status is IncidentStatus.RESOLVED:
+        raise NoIncident(incident_id)
     return inc
 
 

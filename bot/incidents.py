@@ -225,6 +225,20 @@ def pin_message(services: Services, channel: str, author: str, text: str, ts: st
     return True
 
 
+def add_message(services: Services, actor: Actor, channel: str | None, author: str, text: str, ts: str,
+                link: str = "") -> Incident:
+    """The message shortcut "Add to incident timeline": a message of the incident's channel
+    (its text, who wrote it, its permalink) joins the timeline. NoIncident outside an open
+    incident's channel."""
+    with session_scope(services.engine) as s:
+        inc = incident_in(s, channel)
+        if inc.status is IncidentStatus.RESOLVED:
+            raise NoIncident(channel)
+        add_note(s, actor, inc, text, kind="incident.pinned",
+                 detail={"author": author, "ts": ts, "link": link, "by": actor.id})
+    return inc
+
+
 def update_from_form(services: Services, actor: Actor, incident_id: int, status: str, message: str):
     """The 'post update' modal of the reminder: a status change with its message."""
     require(services, actor, "incident_update")

@@ -14,7 +14,8 @@ RPO is the data at risk at cutover:
 
 - ``switchover``: 0, the switchover waited for the standby to catch up;
 - ``lag_before_cutover``: the last replication lag read just before a step detached the
-  writer (replica promotion) or failed it over, when that reading was fresh;
+  writer (replica promotion) or failed it over, when that reading was fresh; with
+  ``replication:`` streams, the lag is the first stream in seconds (``ServiceConfig.lag``);
 - ``unknown``: it could not be read (no lag source, read failed, stale, replication
   stopped, or the target did not replicate from the writer): no number is recorded;
 - ``no_database_move``: the writer did not move; no number is recorded.
@@ -32,7 +33,6 @@ from bot.config import ServiceConfig
 from bot.services import Services
 from bot.store.incident_tables import Alert, Incident
 from bot.store.models import ChangeRequest, RequestKind, Run, RunStep, StepState
-from integrations.base import Target
 
 LOSSY = ("database.promote", "database.failover")
 """Steps after which writes not yet replicated are lost: their lag is read just before."""
@@ -42,7 +42,7 @@ def lag_before_cutover(services: Services, svc: ServiceConfig) -> dict[str, Any]
     """The replication lag, read just before a lossy database step (kept in its output)."""
     if svc.lag is None:
         return {"status": "missing", "why": "no lag source configured"}
-    reading = services.collector.read([Probe(("lag",), svc.lag.source, "lag", Target(svc.name))])[("lag",)]
+    reading = services.collector.read([Probe(("lag",), svc.lag.source, "lag", svc.lag.target_of(svc.name))])[("lag",)]
     now = services.clock()
     base = {"source": reading.source, "observed_at": reading.observed_at.isoformat() if reading.observed_at else None}
     if not reading.ok:

@@ -34,8 +34,8 @@ class Messenger(Protocol):
         """An ephemeral message only ``user`` sees."""
         ...
 
-    def create_channel(self, name: str) -> tuple[str, str]:
-        """Create a channel (a free variant of ``name`` if taken); returns (id, name)."""
+    def create_channel(self, name: str, private: bool = False) -> tuple[str, str]:
+        """Create a channel (a free variant of ``name`` if taken), private if asked; returns (id, name)."""
         ...
 
     def invite(self, channel: str, users: list[str]) -> None:
@@ -96,7 +96,7 @@ class RecordingMessenger:
             for ts in list(self.messages)[:self.keep]:
                 del self.messages[ts]
 
-    def create_channel(self, name: str) -> tuple[str, str]:
+    def create_channel(self, name: str, private: bool = False) -> tuple[str, str]:
         with self._lock:
             self._n += 1
             self.channels[f"C{self._n:06d}"] = name

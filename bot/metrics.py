@@ -70,7 +70,7 @@ class Metrics:
         template = getattr(reply, "template", "")
         ctx = getattr(reply, "context", None) or {}
         reason = None
-        if template == "refused":
+        if template == "refused" or template.endswith("_refused"):  # e.g. manual_step_refused
             outcome, reason = "refused", str(ctx.get("code", "unknown"))
             self.refusals.labels(reason).inc()
         elif template == "internal_error":

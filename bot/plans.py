@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from bot.config.runbooks import Step
 from bot.services import Services
+from bot.store.evacuation_tables import REGION_PREFIX
 from bot.store.models import ChangeRequest, RequestKind, Run, RunStep, StepState
 
 CALENDAR_KINDS = (RequestKind.DRILL_SKIP, RequestKind.DRILL_POSTPONE)
@@ -28,8 +29,8 @@ class Planned:
 
 def steps_for(services: Services, s: Session, req: ChangeRequest) -> list[Planned]:
     """The steps of ``req``, read in the caller's session."""
-    if req.kind in CALENDAR_KINDS:
-        return []
+    if req.kind in CALENDAR_KINDS or req.service.startswith(REGION_PREFIX):
+        return []  # an evacuation (its resume, its rollback): its services' own requests have the steps
     svc = services.config.service(req.service)
     if req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK, RequestKind.DRILL):
         steps = svc.runbooks.steps(req.kind.value, req.scenario or None)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.config import Config
-from bot.config.models import BreakGlass
+from bot.config.models import ApprovalSlot, BreakGlass, Relaxation
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,9 @@ class Policy:
     break_glass: BreakGlass
     allow_parallel: bool
     """Several open changes of the service at once (``approvals.allow_parallel``)."""
+    slots: tuple[ApprovalSlot, ...] = ()
+    """Approval as a combination of slots (bot/approval_slots.py); empty: ``required`` of ``approvers``."""
+    relaxations: tuple[Relaxation, ...] = ()
 
 
 def policy_for(config: Config, service: str) -> Policy:
@@ -36,6 +39,10 @@ def policy_for(config: Config, service: str) -> Policy:
 
     if over is not None and over.required_approvals is not None:
         required = over.required_approvals
+    slots = tuple(pick("slots"))
+    if slots:  # every slot filled by a distinct person
+        required = len(slots)
     return Policy(service=service, required=required, approvers=tuple(pick("approvers")),
                   requesters=tuple(pick("requesters")), expires=pick("expires"), break_glass=pick("break_glass"),
-                  allow_parallel=pick("allow_parallel"))
+                  allow_parallel=pick("allow_parallel"), slots=slots,
+                  relaxations=tuple(pick("relaxations")))

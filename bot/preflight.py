@@ -10,6 +10,10 @@ with the reason and what to do (``bot.replication``), unless the requester expli
 allowed data loss (``allow_data_loss``, recorded on the request and in the audit log).
 The data-loss risk the plan states comes from that live replication state and a fresh
 lag reading, never from a stale metric.
+
+A service with ``replication:`` streams has every stream checked ("stream"): one at or past
+its critical level (in its own unit) refuses the change and is named; its first seconds
+stream is also the "lag" checked against the RPO.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from sqlmodel import col, select
 
 from bot.collector import Probe
 from bot.config import ServiceConfig
+from bot.config.models import StreamConfig
 from bot.config.runbooks import Step
 from bot.replication import judge_move
 from bot.services import Services
@@ -88,7 +93,8 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
     probes = [Probe(("health",), svc.health[to_region], "health", Target(svc.name, to_region))] \
         if to_region in svc.health else []
     if svc.lag:
-        probes.append(Probe(("lag",), svc.lag.source, "lag", Target(svc.name)))
+        probes.append(Probe(("lag",), svc.lag.source, "lag", svc.lag.target_of(svc.name)))
+    probes += [Probe(("stream", st.name), st.source, "lag", st.target_of(svc.name)) for st in svc.replication]
     if svc.traffic:
         probes.append(Probe(("traffic",), svc.traffic.source, "traffic", Target(svc.name)))
     if svc.database:
@@ -124,6 +130,8 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
                             {"lag": lag_seconds, "rpo": rpo, "loss": loss}))
     if allow_data_loss and checks[-1].ok is not True:  # the requester accepts whatever the lag means
         checks[-1] = Check("lag", True, checks[-1].params | {"overridden": True})
+    checks += [_stream_check(svc, st, readings[("stream", st.name)], services.clock(), loss, allow_data_loss)
+               for st in svc.replication]
 
     replication = readings.get(("replication",))
     if replication is not None:
@@ -149,6 +157,30 @@ def run_preflight(services: Services, svc: ServiceConfig, from_region: str, to_r
 
     checks.append(Check("no_other_run", busy is None, {"request_id": busy.request_id if busy else None}))
     return Preflight(tuple(checks), lag_seconds, loss, services.clock().isoformat(), allow_data_loss)
+
+
+def _stream_check(svc: ServiceConfig, stream: StreamConfig, reading, now, loss: str, allow_data_loss: bool) -> Check:
+    """One replication stream: at or past its critical level (in its unit) the change is
+    refused, naming the stream; unknown (failed, stale) blocks like a failure."""
+    warning, critical = stream.limits(svc.rpo)
+    base = {"stream": stream.name, "unit": stream.unit, "source": reading.source, "critical": critical,
+            "rpo": svc.rpo.total_seconds()}
+    age = reading.age(now) if reading.ok else None
+    if not reading.ok:
+        check = Check("stream", None, base | {"why": reading.error or reading.status.value})
+    elif age is not None and age > stream.stale_after:
+        check = Check("stream", None, base | {"why": f"the reading is {age.total_seconds():g}s old (stale after "
+                                                     f"{stream.stale_after.total_seconds():g}s)"})
+    elif reading.replicating is False or reading.lag_seconds is None:
+        check = Check("stream", loss == "accepted", base | {"stopped": True, "loss": loss})
+    else:
+        value = reading.lag_seconds
+        past_rpo = stream.unit == "seconds" and value > svc.rpo.total_seconds()
+        check = Check("stream", value < critical or loss == "accepted",
+                      base | {"value": value, "past_rpo": past_rpo, "loss": loss})
+    if allow_data_loss and check.ok is not True:
+        return Check("stream", True, check.params | {"overridden": True})
+    return check
 
 
 def _replication_check(reading, from_region: str, to_region: str, resuming: bool, allow_data_loss: bool) -> Check:

@@ -2,9 +2,13 @@
 
 Rules (worst part wins; NOT_READY > UNKNOWN > AT_RISK > READY):
 - lag past critical, replication stopped, or the standby region unhealthy: NOT_READY;
+  with several replication streams (``assess_stream``) each is judged in its own unit and
+  the worst stream counts, named in its finding;
 - lag past warning, the active region unhealthy, a failed, missing, overdue or unproven drill
   (one that moved nothing; a check-only exercise is no drill at all): AT_RISK;
 - a missing, failed, timed-out or stale reading: UNKNOWN for that part, never healthy;
+- a backup older than its ``max_age`` (or none), a restore test failed, overdue or never run:
+  AT_RISK, joined in by ``bot.backups.judged`` (a backup that cannot be read: UNKNOWN);
 - live state (``assess_live``): traffic or the writer somewhere else than drbot's record
   (drift), or a standby database that does not replicate from the writer: NOT_READY
   (drift while a run of the service is moving it: AT_RISK).
@@ -69,6 +73,33 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class StreamSpec:
+    """A replication stream as readiness judges it: thresholds in its unit (seconds for a
+    seconds stream). ``lag``: it is the service's lag (its first seconds stream), judged
+    with the ``lag_*`` findings the watch and the failback assistant follow."""
+
+    name: str
+    unit: str
+    warning: float
+    critical: float
+    stale_after: timedelta
+    lag: bool = False
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """One stream's reading and verdict, as ``/dr status`` shows it."""
+
+    spec: StreamSpec
+    reading: Reading
+    finding: Finding
+
+    @property
+    def verdict(self) -> Verdict:
+        return self.finding.verdict
+
+
+@dataclass(frozen=True)
 class Assessment:
     service: str
     tier: str
@@ -85,6 +116,11 @@ class Assessment:
     """Where the traffic switch routes now (None: the service has no traffic source)."""
     database: Reading | None = None
     """Which region writes and who replicates from whom (None: no database source)."""
+    streams: tuple[StreamState, ...] = ()
+    """Each replication stream of a service with ``replication:`` (empty for the ``lag:``
+    shorthand, judged as ``lag``)."""
+    backups: tuple = ()
+    """Each backup of the service (``bot.backups.BackupState``): its age and its last restore test."""
 
     @property
     def reasons(self) -> tuple[Finding, ...]:
@@ -95,7 +131,8 @@ class Assessment:
     @property
     def sandbox(self) -> bool:
         return self.lag.sandbox or any(r.sandbox for r in self.health.values()) \
-            or any(r is not None and r.sandbox for r in (self.traffic, self.database))
+            or any(r is not None and r.sandbox for r in (self.traffic, self.database)) \
+            or any(st.reading.sandbox for st in self.streams)
 
 
 def worst(verdicts) -> Verdict:
@@ -128,6 +165,32 @@ def assess_lag(lag: Reading, t: Targets, now: datetime) -> Finding:
     if value >= t.warning:
         return Finding(Verdict.AT_RISK, "lag_warning", params)
     return Finding(Verdict.READY, "lag_ok", params)
+
+
+def assess_stream(spec: StreamSpec, reading: Reading, t: Targets, now: datetime) -> Finding:
+    """A stream's verdict, the stream named in every finding. The service's lag stream (its
+    first seconds stream) gives the ``lag_*`` findings; every other stream ``stream_*``."""
+    named = {"stream": spec.name, "unit": spec.unit}
+    if (bad := _unusable(reading, f"stream {spec.name}", now, spec.stale_after)) is not None:
+        return Finding(bad.verdict, bad.code, bad.params | named)
+    if reading.replicating is False or reading.lag_seconds is None:
+        return Finding(Verdict.NOT_READY, "replication_stopped",
+                       {"source": reading.source, "detail": reading.detail} | named)
+    value, seconds = reading.lag_seconds, spec.unit == "seconds"
+    if spec.lag:
+        lag = timedelta(seconds=value)
+        params = {"lag": lag, "warning": timedelta(seconds=spec.warning),
+                  "critical": timedelta(seconds=spec.critical), "rpo": t.rpo} | named
+        prefix = "lag_"
+    else:
+        params = {"value": value, "warning": spec.warning, "critical": spec.critical, "rpo": t.rpo} | named
+        prefix = "stream_"
+    if value >= spec.critical:
+        past = seconds and value >= t.rpo.total_seconds()
+        return Finding(Verdict.NOT_READY, prefix + "critical", params | {"past_rpo": past})
+    if value >= spec.warning:
+        return Finding(Verdict.AT_RISK, prefix + "warning", params)
+    return Finding(Verdict.READY, prefix + "ok", params)
 
 
 def assess_health(region: str, role: str, reading: Reading, t: Targets, now: datetime) -> Finding:
@@ -192,8 +255,12 @@ def assess_live(active: str, standby: str, traffic: Reading | None, database: Re
 def assess(service: str, tier: str, active: str, standby: str, targets: Targets, lag: Reading,
            health: dict[str, Reading], drill: DrillInfo | None, now: datetime,
            missed_at: datetime | None = None, traffic: Reading | None = None, database: Reading | None = None,
-           moving: int | None = None) -> Assessment:
-    findings = [assess_lag(lag, targets, now)]
+           moving: int | None = None, streams: list[tuple[StreamSpec, Reading]] | None = None) -> Assessment:
+    """``streams``: the replication streams of a service with ``replication:``, each judged on
+    its own (the verdict is the worst of them); None: ``lag`` alone is judged."""
+    states = tuple(StreamState(spec, reading, assess_stream(spec, reading, targets, now))
+                   for spec, reading in streams or ())
+    findings = [st.finding for st in states] if streams else [assess_lag(lag, targets, now)]
     for region, role in ((active, "active"), (standby, "standby")):
         reading = health.get(region) or Reading.missing("health", f"no health source for {region}")
         findings.append(assess_health(region, role, reading, targets, now))
@@ -203,6 +270,7 @@ def assess(service: str, tier: str, active: str, standby: str, targets: Targets,
         service=service, tier=tier, active=active, standby=standby,
         verdict=worst(f.verdict for f in findings), findings=tuple(findings), targets=targets,
         lag=lag, health=health, drill=drill, assessed_at=now, traffic=traffic, database=database,
+        streams=states,
     )
 
 

@@ -29,6 +29,8 @@ class Reading:
     status: Status
     observed_at: datetime | None = None
     lag_seconds: float | None = None
+    """The lag in ``unit``: seconds, or a backlog (messages, objects, bytes) for such a stream."""
+    unit: str = "seconds"
     replicating: bool | None = None
     healthy: bool | None = None
     region: str | None = None
@@ -40,6 +42,8 @@ class Reading:
     elapsed_ms: float | None = None
     """How long the read took."""
     replication: Replication | None = None
+    weights: dict[str, float] | None = None
+    """A weights read (``kind`` "weights"): region -> % of the traffic (a staged ramp)."""
     """For 'replication' readings: what the database backend reported."""
 
     @property

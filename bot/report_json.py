@@ -13,7 +13,7 @@ def _reading(r: Reading) -> dict[str, Any]:
     return {
         "kind": r.kind, "source": r.source, "status": r.status.value,
         "observed_at": r.observed_at.isoformat() if r.observed_at else None,
-        "lag_seconds": r.lag_seconds, "replicating": r.replicating, "healthy": r.healthy,
+        "lag_seconds": r.lag_seconds, "unit": r.unit, "replicating": r.replicating, "healthy": r.healthy,
         "detail": r.detail, "error": r.error, "sandbox": r.sandbox,
         "history": [{"at": s.at.isoformat(), "seconds": s.seconds} for s in r.history],
         "region": r.region,
@@ -33,6 +33,9 @@ def _assessment(a: Assessment, renderer: Renderer) -> dict[str, Any]:
         "targets": {k: getattr(t, k).total_seconds() for k in ("rpo", "rto", "warning", "critical",
                                                                 "stale_after", "drill_max_age")},
         "lag": _reading(a.lag),
+        "streams": [{"name": st.spec.name, "unit": st.spec.unit, "warning": st.spec.warning,
+                     "critical": st.spec.critical, "verdict": st.verdict.value,
+                     "text": renderer.reason(st.finding), "reading": _reading(st.reading)} for st in a.streams],
         "health": {region: _reading(r) for region, r in a.health.items()},
         "traffic": None if a.traffic is None else _reading(a.traffic),
         "database": None if a.database is None else _reading(a.database),

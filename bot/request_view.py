@@ -9,6 +9,9 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from bot.approval_slots import board, relaxed_note
+from bot.evacuation_policy import is_evacuation
+from bot.evacuation_view import evacuation_context
 from bot.plans import Planned, steps_for
 from bot.policy import policy_for
 from bot.preflight import Preflight
@@ -16,7 +19,7 @@ from bot.render import Reply
 from bot.services import Services
 from bot.store import read_scope
 from bot.store.drill_tables import DrillOccurrence
-from bot.store.models import OPEN_STATES, Approval, ChangeRequest, RequestKind, Run, RunStep
+from bot.store.models import OPEN_STATES, Approval, ChangeRequest, RequestKind, RequestState, Run, RunStep
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +66,12 @@ def context(services: Services, s: Session, req: ChangeRequest) -> dict[str, Any
     steps = list(s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(
         col(RunStep.position), col(RunStep.attempt)))) if run else []
     planned = _planned(services, s, req)
-    ctx = {"req": req, "approvals": approvals_of(s, req.id), "preflight": Preflight.from_json(req.preflight),
-           "policy": policy_for(services.config, req.service), "svc": svc, "run": run, "steps": steps,
+    approvals, policy = approvals_of(s, req.id), policy_for(services.config, req.service)
+    ctx = {"req": req, "approvals": approvals, "preflight": Preflight.from_json(req.preflight),
+           "policy": policy, "svc": svc, "run": run, "steps": steps,
            "planned": planned, "lines": step_lines(planned, steps), "now": services.clock(),
-           "command": services.command}
+           "command": services.command, "relaxed": relaxed_note(s, req.id),
+           "slots": board(services, policy, approvals, req.state is RequestState.PENDING) if policy.slots else []}
     if req.occurrence_id is not None:
         occ = s.get(DrillOccurrence, req.occurrence_id)
         ctx |= {"occ": occ, "schedule": svc.drill_schedule(occ.schedule) if occ else None}
@@ -81,6 +86,8 @@ def template(req: ChangeRequest) -> str:
 
 def message(services: Services, s: Session, request_id: int) -> Reply:
     req = s.get(ChangeRequest, request_id)
+    if is_evacuation(req):  # a region evacuation (or its resume): one request for many services
+        return Reply("evacuation_request", evacuation_context(services, s, req), ephemeral=False)
     return Reply(template(req), context(services, s, req), ephemeral=False)
 
 

@@ -14,7 +14,7 @@ from bot.services import Services
 def sources_of(svc: ServiceConfig, steps: list[Step]) -> set[str]:
     """Every source the run may read or act on: the service's own (pre-flight, verify,
     measured RPO) and those its steps and their rollbacks name."""
-    names = {svc.lag.source} if svc.lag else set()
+    names = {stream.source for stream in svc.streams()}
     names |= set(svc.health.values())
     names |= {c.source for c in (svc.traffic, svc.database) if c is not None}
     for step in steps:

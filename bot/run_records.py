@@ -86,10 +86,11 @@ def write_heartbeat(sv: Services, run_id: int, now: datetime) -> None:
         s.execute(_BEAT, {"run_id": run_id, "heartbeat_at": now})
 
 
-def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> tuple[int, datetime]:
+def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> tuple[int, datetime, bool]:
     """One transaction that reads nothing back (on PostgreSQL one statement: bot.store.batch):
     the previous step's end, this step's start, the heartbeat when due, and the progress
-    update queued (folded into an undelivered one)."""
+    update queued (folded into an undelivered one). Also: whether the progress was queued
+    anew (False: folded into one the outbox has yet to deliver, so it needs no wake-up)."""
     key = (p.position, p.rollback)
     attempt = r.attempts.get(key, 0) + 1
     now = sv.clock()
@@ -100,7 +101,7 @@ def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> 
     if beat:  # fast steps do not rewrite it at every boundary
         writes.add(Write(_RUNS, {"heartbeat_at": now}, where=_by_id, params={"id": r.run.id}))
     progress_in(sv, writes, r.progress)
-    step_id = commit(sv.engine, writes, Write(_STEPS, {
+    step_id, queued = commit(sv.engine, writes, Write(_STEPS, {
         "run_id": r.run.id, "position": p.position, "attempt": attempt, "name": p.step.name, "action": p.step.action,
         "rollback": p.rollback, "state": StepState.RUNNING, "started_at": now, "output": "", "error": ""}), "id")
     if ended is not None:
@@ -108,7 +109,7 @@ def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> 
     r.attempts[key] = attempt
     if beat:
         r.beat_at = now
-    return step_id, now
+    return step_id, now, queued > 0
 
 
 def persist_end(s: Session, sv: Services, r: RunState, ended: Ended) -> None:

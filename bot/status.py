@@ -18,22 +18,24 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Callable, Hashable, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from bot import backups
 from bot.collector import Collector, Probe
 from bot.config import LoadedConfig, ServiceConfig
-from bot.config.models import LagConfig
-from bot.readiness import Assessment, Targets, assess, order_worst_first
-from bot.readings import Reading
+from bot.config.models import LagConfig, StreamConfig
+from bot.config.runbooks import WEIGHTED_BY
+from bot.readiness import Assessment, Finding, StreamSpec, Targets, Verdict, assess, order_worst_first, worst
+from bot.readings import Reading, Status
 from bot.store import read_scope
 from bot.store.models import RequestState, Run
 from bot.store.queries import latest_drills, latest_missed_drills, regions_now
-from integrations.base import Target
+from integrations.base import WEIGHTS, Backend, Target
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,61 @@ def targets_of(svc: ServiceConfig) -> Targets:
     stale_after = svc.lag.stale_after if svc.lag else LagConfig.model_fields["stale_after"].default
     return Targets(rpo=svc.rpo, rto=svc.rto, warning=warning, critical=critical,
                    stale_after=stale_after, drill_max_age=svc.drill_max_age)
+
+
+def stream_spec(svc: ServiceConfig, stream: StreamConfig) -> StreamSpec:
+    """How readiness judges ``stream`` of ``svc``: its limits in its unit; the first
+    seconds stream is the service's lag."""
+    warning, critical = stream.limits(svc.rpo)
+    first = svc.seconds_stream()
+    return StreamSpec(stream.name, stream.unit, warning or 0.0, critical or 0.0, stream.stale_after,
+                      lag=first is not None and first.name == stream.name)
+
+
+TRAFFIC_PART = "where traffic goes"
+"""The ``part`` of the finding for a traffic reading that failed (bot/readiness.py)."""
+
+
+def split_probes(backends: dict[str, Backend], wanted: dict[str, str]) -> list[Probe]:
+    """Reads of the traffic split for each service in ``wanted`` (service -> traffic source)
+    whose source splits traffic by weight (capability WEIGHTS): asked only for a service whose
+    traffic reading failed (a real source cannot name one active region then), that a run
+    moves, or on the sandbox, as control-plane APIs have low rate limits."""
+    probes = []
+    for service, source in wanted.items():
+        backend = backends.get(source)
+        if backend is None or WEIGHTS not in backend.capabilities:
+            continue
+        option, value = WEIGHTED_BY.get(backend.kind, (None, None))
+        if option is not None and getattr(backend.options, option, value) != value:
+            continue  # e.g. Route 53 failover records: never split
+        probes.append(Probe((service, "weights"), source, "weights", Target(service)))
+    return probes
+
+
+def split_of(r: Reading | None) -> dict[str, float] | None:
+    """The split a weights read found, when traffic goes to more than one region; a read
+    that failed is left out (the failed traffic reading already says why)."""
+    if r is None or not r.ok or not r.weights or sum(1 for share in r.weights.values() if share > 0) < 2:
+        return None
+    return r.weights
+
+
+def with_split(a: Assessment, weights: dict[str, float] | None, moving: int | None) -> Assessment:
+    """``a`` with its traffic finding (failed: no single active region; or the region with
+    the largest share) replaced by the split the traffic source reads (``weights``):
+    AT_RISK while a run moves the service, NOT_READY when none does."""
+    if not weights:
+        return a
+    verdict = Verdict.AT_RISK if moving else Verdict.NOT_READY
+    source = a.traffic.source if a.traffic is not None else ""
+    split = Finding(verdict, "traffic_split", {"weights": weights, "recorded": a.active, "source": source,
+                                               "moving": moving})
+    findings = tuple(split if f.code in ("traffic_ok", "traffic_drift") or f.params.get("part") == TRAFFIC_PART
+                     else f for f in a.findings)
+    if split not in findings:
+        return a
+    return replace(a, findings=findings, verdict=worst(f.verdict for f in findings))
 
 
 class LiveCache:
@@ -173,12 +230,16 @@ class StatusService:
         probes = []
         for svc in services:
             stale_after, where = targets_of(svc).stale_after.total_seconds(), regions[svc.name]
-            if svc.lag:
-                probes.append(Probe((svc.name, "lag"), svc.lag.source, "lag", Target(svc.name), history,
-                                    stale_after, where))
+            if svc.replication:  # each stream read on its own (the lag: the first seconds one)
+                probes += [Probe((svc.name, "stream", st.name), st.source, "lag", st.target_of(svc.name),
+                                 history, st.stale_after.total_seconds(), where) for st in svc.replication]
+            elif svc.lag:
+                probes.append(Probe((svc.name, "lag"), svc.lag.source, "lag", svc.lag.target_of(svc.name),
+                                    history, stale_after, where))
             for region, source in svc.health.items():
                 probes.append(Probe((svc.name, "health", region), source, "health", Target(svc.name, region),
                                     stale_after=stale_after, context=where))
+            probes += backups.probes(svc)
         live = self._live_probes(services, regions)
         cached = {p.key: r for p, ck in live if (r := self.live.get(ck)) is not None}
         readings = self.collector.read(probes + [p for p, _ in live if p.key not in cached], reuse, started)
@@ -189,17 +250,30 @@ class StatusService:
         with read_scope(self.engine) as s:
             drills = latest_drills(s, [svc.name for svc in services])
             missed = latest_missed_drills(s, [svc.name for svc in services])
+            restore_tests = backups.restore_tests(s, services)
             moving = {r.service: r.request_id for r in s.exec(select(Run).where(
                 col(Run.service).in_([svc.name for svc in services]), Run.state == RequestState.RUNNING))}
         now = self.clock()
+        probes = split_probes(self.collector.backends, {  # mid-ramp: the percentages, not an error
+            svc.name: svc.traffic.source for svc in services if svc.traffic is not None and (
+                svc.name in moving or (r := readings.get((svc.name, "traffic"))) is None
+                or r.status is Status.FAILED or r.sandbox)})
+        splits = self.collector.read(probes) if probes else {}
         out = []
         for svc in services:
             active, standby = regions[svc.name]
-            lag = readings.get((svc.name, "lag")) or Reading.missing("lag", "no lag source configured")
+            first = svc.seconds_stream() if svc.replication else None
+            lag = readings.get((svc.name, "stream", first.name) if first else (svc.name, "lag")) \
+                or Reading.missing("lag", "no lag source configured")
+            streams = [(stream_spec(svc, st), readings[(svc.name, "stream", st.name)])
+                       for st in svc.replication] or None
             health = {r: readings[(svc.name, "health", r)] for r in svc.health}
             out.append(assess(svc.name, svc.tier, active, standby, targets_of(svc), lag, health,
                               drills.get(svc.name), now, missed.get(svc.name),
                               traffic=readings.get((svc.name, "traffic")),
-                              database=readings.get((svc.name, "replication")), moving=moving.get(svc.name)))
+                              database=readings.get((svc.name, "replication")), moving=moving.get(svc.name),
+                              streams=streams))
+            out[-1] = backups.judged(out[-1], svc, readings, restore_tests, now)  # backup age, restore tests
+            out[-1] = with_split(out[-1], split_of(splits.get((svc.name, "weights"))), moving.get(svc.name))
         elapsed = (self.clock() - started).total_seconds() * 1000
         return Report(order_worst_first(out), now, elapsed)

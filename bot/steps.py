@@ -4,7 +4,8 @@ polled until it holds or its time is up.
 Traffic and database actions go to the service's controls (``act``); ``http``,
 ``kubernetes.*``, ``argo_workflow`` and ``aws_ssm`` to their named source
 (``bot.step_kinds``), which polls within the step's timeout and cancels what it started
-when that runs out; ``wait`` waits here, on the service's own readings. ``would_do`` says
+when that runs out; ``wait`` waits here, on the service's own readings; ``manual`` waits
+for a person's answer (``bot.manual_steps``). ``would_do`` says
 what a step would do, with live values, for ``/dr plan``.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ from bot.config import ServiceConfig
 from bot.config.runbooks import Step, Verify
 from bot.config.step_specs import WaitSpec
 from bot.durations import format_duration
+from bot import ramp
+from bot.manual_steps import ManualStepFailed, plan_text, wait_for_answer
 from bot.services import Services
 from bot.step_kinds import KINDS, idempotency_key, perform, run_vars
 from bot.store.models import ChangeRequest
@@ -63,9 +66,14 @@ def would_do(services: Services, svc: ServiceConfig, step: Step, kind: str, from
             return ""
         if step.action == "wait":
             return _wait_text(step.wait, SimpleNamespace(from_region=from_region, to_region=to_region))
+        if step.action == "manual":
+            return plan_text(step, run_vars(svc.name, kind, from_region, to_region, region, request_id))
         if step.action.split(".")[0] in KINDS:
             variables = run_vars(svc.name, kind, from_region, to_region, region, request_id)
             return perform(services, step, variables, dry_run=True).summary
+        if step.ramp is not None:  # the stages and the weights read now (bot.ramp)
+            return ramp.would(services, svc, step, SimpleNamespace(from_region=from_region, to_region=to_region),
+                              region)
         return act(services, svc, step.action, step.source, region, allow_data_loss=step.allow_data_loss,
                    dry_run=True).summary
     except IntegrationError as e:
@@ -91,10 +99,21 @@ def execute_step(services: Services, req: ChangeRequest, step: Step, region: str
         raise StepFailed("database.failover needs a reason that names the data loss it accepts", output)
     if step.action == "wait":
         output |= wait(services, svc, req, step.wait, step.timeout.total_seconds(), stop=stop)
+    elif step.action == "manual":  # a person answers in the run's thread (bot.manual_steps)
+        variables = run_vars(svc.name, req.kind.value, req.from_region, req.to_region, region, req.id)
+        try:
+            output |= wait_for_answer(services, req, step, variables, position, attempt, stop=stop)
+        except ManualStepFailed as e:
+            raise StepFailed(str(e), output | e.output) from None
     elif step.action != "check":
         notes: dict[str, Any] = {}
         budget = step.timeout.total_seconds()
-        if step.action.split(".")[0] in KINDS:
+        if step.ramp is not None:  # stages held within the step's timeout (bot.ramp)
+            def call():
+                return ramp.run(services, svc, req, step, region, position=position, attempt=attempt, notes=notes,
+                                stop=stop)
+            budget += GRACE
+        elif step.action.split(".")[0] in KINDS:
             variables = run_vars(svc.name, req.kind.value, req.from_region, req.to_region, region, req.id)
             key = idempotency_key(variables, step, _position(svc, req, step, position), attempt)
 

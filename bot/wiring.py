@@ -20,6 +20,7 @@ from bot.engine import Runner
 from bot.metrics import Metrics
 from bot.incident_command import call_out_missing_commanders
 from bot.incidents import remind_due
+from bot import no_change
 from bot.outbox.worker import Worker
 from bot.scheduler import Scheduler
 from bot.render import Renderer
@@ -103,7 +104,7 @@ def build_scheduler(services: Services) -> Scheduler:
         scheduler.add_job("weekly_digest", CronTrigger.from_crontab(digest.cron, timezone=digest.timezone))
     scheduler.add_job("drill_tick", IntervalTrigger(seconds=cfg.drill_tick.total_seconds()))
     jobs.register("incident_reminders", lambda: (remind_due(services), call_out_missing_commanders(services),
-                                                 incident_followups.remind(services)))
+                                                 incident_followups.remind(services), no_change.post_due(services)))
     scheduler.add_job("incident_reminders", IntervalTrigger(seconds=60))
     return scheduler
 

@@ -1,7 +1,9 @@
 """``/dr drill SERVICE [SCENARIO [REASON...]]``: ask for a drill now; and changes to the
 drill calendar, each approved like any change:
 ``/dr drill schedule SERVICE WHEN [SCENARIO [REASON...]]``,
-``/dr drill postpone SERVICE to WHEN [REASON...]``, ``/dr drill skip SERVICE REASON...``."""
+``/dr drill postpone SERVICE to WHEN [REASON...]``, ``/dr drill skip SERVICE REASON...``.
+``/dr drill evacuate REGION [REASON...]``, ``/dr drill schedule evacuate REGION WHEN
+[REASON...]``: a region drill, now or at WHEN (``commands.evacuate``)."""
 from __future__ import annotations
 
 import difflib
@@ -12,6 +14,7 @@ from bot.render import Reply
 from bot.store.models import RequestKind
 from commands.base import Invocation, UsageError, pick_service
 from commands.change_args import not_one_of, parse, parse_when, pick_scenario
+from commands import evacuate
 from commands.requesting import request
 
 NAME = "drill"
@@ -19,6 +22,8 @@ CALENDAR = ("schedule", "postpone", "skip")
 
 
 def run(inv: Invocation) -> Reply:
+    if evacuate.asks_for_drill(inv):  # a region drill: every service active in REGION
+        return evacuate.run_drill(inv)
     if inv.args and inv.args[0] in CALENDAR:
         return _calendar(inv, inv.args[0], list(inv.args[1:]))
     if inv.args and inv.args[0] not in inv.services.config.service_names:
@@ -38,6 +43,8 @@ def _calendar(inv: Invocation, verb: str, words: list[str]) -> Reply:
     sv = inv.services
     if not words:
         raise UsageError(f"name the service: `{sv.command} drill {verb} SERVICE ...`", NAME)
+    if verb == "schedule" and words[0] == evacuate.WORD and sv.config.service(evacuate.WORD) is None:
+        return evacuate.run_drill(inv, words[1:], scheduled=True)  # a region drill at WHEN
     service = pick_service(inv, words.pop(0), NAME)
     svc = sv.config.service(service)
     now = sv.clock()

@@ -15,7 +15,8 @@ def run(inv: Invocation) -> Reply:
     if words and words[0] == "history":
         service = pick_service(inv, words[1], NAME) if len(words) > 1 else None
         targets = {svc.name: svc for svc in sv.config.services}
-        return Reply("drills_history", {"runs": drills.history(sv, service), "targets": targets, "service": service,
+        runs, restores = drills.history(sv, service)
+        return Reply("drills_history", {"runs": runs, "restores": restores, "targets": targets, "service": service,
                                         "now": sv.clock(), "command": sv.command})
     if words:
         raise UsageError(f"unexpected words: {' '.join(words)} (`drills` or `drills history [SERVICE]`)", NAME)

@@ -1,15 +1,29 @@
-"""``/dr plan evacuate REGION``: the dry run of a region evacuation (``bot.evacuation_plan``):
-waves by dependency, each service's pre-flight with live values, the data-loss risk, the RTO
-its past runs measured, what would be refused and why. Changes nothing."""
+"""Region evacuations. ``/dr plan evacuate REGION``: the dry run (``bot.evacuation_plan``):
+waves by dependency, each service's pre-flight with live values, the data-loss risk, the
+RTO its past runs measured, what would be refused and why. Changes nothing.
+
+``/dr evacuate REGION REASON... [--break-glass JUSTIFICATION...]``: one request moving
+every service active in REGION, wave by wave, once approved (``bot.evacuation``).
+``/dr return REGION REASON... [--break-glass ...]``: the services whose home is REGION and
+that run elsewhere come back, in reverse dependency order. The Abort and Resume buttons of
+an evacuation are here too.
+
+``/dr drill evacuate REGION [REASON...]`` (from ``commands.drill``): a region drill, the
+same request marked as a drill (``bot.evacuation``), with a drill report at its end."""
 from __future__ import annotations
 
+from bot import evacuation
+from bot.actor import Actor
+from bot.changes import Refused
 from bot.evacuation_plan import plan_evacuation
 from bot.render import Reply
+from bot.services import Services
 from commands.base import Invocation, UsageError
-from commands.change_args import not_one_of
+from commands.change_args import BREAK_GLASS, not_one_of, parse_when
 
 WORD = "evacuate"
 TOPIC = "plan"
+RETURN = "return"
 
 
 def asks_for_evacuation(inv: Invocation) -> bool:
@@ -29,3 +43,104 @@ def plan(inv: Invocation) -> Reply:
     if len(words) > 1:
         raise UsageError(f"unexpected words after the region: {' '.join(words[1:])}", TOPIC)
     return Reply("evacuation_plan", {"plan": plan_evacuation(inv.services, region), "command": inv.services.command})
+
+
+def _ask(inv: Invocation, direction: str) -> Reply:
+    topic = RETURN if direction == "return" else WORD
+    words = list(inv.args)
+    justification = None
+    if BREAK_GLASS in words:
+        i = words.index(BREAK_GLASS)
+        justification = " ".join(words[i + 1:])
+        words = words[:i]
+        if not justification.strip():
+            raise UsageError("--break-glass needs a written justification after it", topic)
+    option = next((w for w in words if w.startswith("--") and len(w) > 2), None)
+    if option is not None:
+        raise not_one_of(option, [BREAK_GLASS], "an option", "Options", topic)
+    regions = inv.services.config.regions
+    example = f"`{inv.services.command} {topic} {regions[0]} the region is down since 09:40`"
+    if not words:
+        raise UsageError(f"say which region, then why, e.g. {example}", topic)
+    region = words[0]
+    if region not in regions:
+        raise not_one_of(region, regions, "a region", "Regions", topic)
+    reason = " ".join(words[1:])
+    if not reason:
+        raise UsageError(f"{'a return' if direction == 'return' else 'an evacuation'} needs a reason, e.g. {example}",
+                         topic)
+    try:
+        req = evacuation.create(inv.services, inv.actor, region, reason, direction=direction,
+                                break_glass=justification is not None, justification=justification or "")
+    except Refused as r:
+        return r.reply()
+    return Reply("evacuation_created", {"req": req, "command": inv.services.command})
+
+
+def run(inv: Invocation) -> Reply:
+    return _ask(inv, "evacuate")
+
+
+def asks_for_drill(inv: Invocation) -> bool:
+    """``drill evacuate ...``, unless a service is called 'evacuate' (then it is that service)."""
+    return asks_for_evacuation(inv)
+
+
+def run_drill(inv: Invocation, words: list[str] | None = None, scheduled: bool = False) -> Reply:
+    """``/dr drill evacuate REGION [REASON...]``: a region drill, asked for now; with
+    ``scheduled`` (``/dr drill schedule evacuate REGION WHEN [REASON...]``), at WHEN."""
+    topic = "drill"
+    words = list(inv.args[1:]) if words is None else words
+    regions = inv.services.config.regions
+    option = next((w for w in words if w.startswith("--") and len(w) > 2), None)
+    if option is not None:  # a drill never needs break-glass or an accepted data loss
+        raise UsageError(f"a region drill takes no option ({option}): "
+                         f"`{inv.services.command} drill evacuate REGION [REASON...]`", topic)
+    if not words:
+        raise UsageError(f"say which region to drill, e.g. `{inv.services.command} drill evacuate {regions[0]} "
+                         "quarterly game day`", topic)
+    region = words[0]
+    if region not in regions:
+        raise not_one_of(region, regions, "a region", "Regions", topic)
+    at, rest = (parse_when(words[1:], inv.services.config.timezone, inv.services.clock(), topic) if scheduled
+                else (None, words[1:]))
+    reason = " ".join(rest) or ("scheduled region drill" if scheduled else "region drill")
+    try:
+        req = evacuation.create(inv.services, inv.actor, region, reason, direction="drill", not_before=at)
+    except Refused as r:
+        return r.reply()
+    return Reply("evacuation_created", {"req": req, "command": inv.services.command})
+
+
+def run_return(inv: Invocation) -> Reply:
+    return _ask(inv, "return")
+
+
+def _evacuation_id(action: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > 2**31 - 1:
+        raise UsageError(f"the {action} button carries no request number")
+    return int(value)
+
+
+def abort(services: Services, actor: Actor, value: str) -> Reply | None:
+    try:
+        evacuation.abort(services, actor, _evacuation_id("abort", value))
+    except Refused as r:
+        return r.reply()
+    return None
+
+
+def resume(services: Services, actor: Actor, value: str) -> Reply | None:
+    try:
+        evacuation.request_resume(services, actor, _evacuation_id("resume", value))
+    except Refused as r:
+        return r.reply()
+    return None
+
+
+def rollback(services: Services, actor: Actor, value: str) -> Reply | None:
+    try:
+        evacuation.request_rollback(services, actor, _evacuation_id("rollback", value))
+    except Refused as r:
+        return r.reply()
+    return None

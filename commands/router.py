@@ -7,6 +7,7 @@ import logging
 import re
 import shlex
 import uuid
+from typing import Callable
 
 from bot.actor import Actor
 from bot.changes import Refused
@@ -107,15 +108,22 @@ def _click(services: Services, actor: Actor, action_id: str, value: str) -> Repl
     button = _BY_ACTION.get(action_id)
     if button is None:
         return Reply("refused", {"code": "unknown_action", "p": {"action": action_id}})
+    return guarded(services, actor, button.role, lambda: button.run(services, actor, value),
+                   f"click {action_id}={value!r}")
+
+
+def guarded(services: Services, actor: Actor, role: str, run: Callable[[], Reply | None], what: str) -> Reply | None:
+    """``run()`` once ``actor`` holds ``role``: a refusal, a usage error or an internal error
+    (a reference, never the exception) is the answer instead of an exception."""
     try:
-        check_permission(services, actor, button.role)
-        return button.run(services, actor, value)
+        check_permission(services, actor, role)
+        return run()
     except UsageError as e:
         return usage(services, error=e.message, topic=e.topic)
     except Refused as r:
         return r.reply()
     except Exception as e:
-        return _failed(f"click {action_id}={value!r}", actor, e)
+        return _failed(what, actor, e)
 
 
 def validate(services: Services, callback_id: str, fields: dict[str, str]) -> None:

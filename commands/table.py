@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from bot.permissions import ANYONE, APPROVAL_POLICY
 from commands import (
-    actions, cancel, drill, drills, failback, failover, followup, help, incident, outbox, page, plan, requests, status,
-    timeline,
+    actions, cancel, drill, drills, evacuate, failback, failover, followup, help, incident, outbox, page, plan, requests,
+    shortcuts, status, timeline,
 )
+from commands import manual_step
 from commands.base import Button, Form, Subcommand
 
 # who may (docs/config.md "Permissions" is this table in words; tests/test_permissions.py a test per row)
@@ -26,11 +27,16 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "writer; `--allow-data-loss`, with a reason that names the data loss, accepts it (audited).",
                failback.run, REQUEST),
     Subcommand("drill", "drill SERVICE [SCENARIO [REASON...]] | drill schedule SERVICE WHEN [SCENARIO [REASON...]] | "
-                        "drill postpone SERVICE to WHEN [REASON...] | drill skip SERVICE REASON...",
+                        "drill postpone SERVICE to WHEN [REASON...] | drill skip SERVICE REASON... | "
+                        "drill evacuate REGION [REASON...] | drill schedule evacuate REGION WHEN [REASON...]",
                "Ask for a drill of a runbook scenario now, or change the drill calendar: schedule one, postpone "
                "or skip the next. Each needs approval; results are recorded as evidence. Without SCENARIO the "
                "`default` one runs; with more words, the first must name a scenario (`default` too, before a "
-               "reason): an unknown word is an error, never a reason.", drill.run,
+               "reason): an unknown word is an error, never a reason. `drill evacuate REGION`: a region drill, "
+               "every service active in REGION moved wave by wave under one approval (each runs its drill "
+               "scenario `evacuate`, or its failover when all its sources are sandbox), with a drill report; "
+               "scheduled, it is posted now, approved ahead and starts at WHEN only if approved by then.",
+               drill.run,
                {"": APPROVAL_POLICY, "schedule": "drill_calendar", "postpone": "drill_calendar",
                 "skip": "drill_calendar"}),
     Subcommand("drills", "drills [history [SERVICE]]",
@@ -42,6 +48,15 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "every service active in the region in waves by dependency, with what would be refused. "
                "Changes nothing.",
                plan.run, {"": ANYONE}),
+    Subcommand("evacuate", "evacuate REGION REASON... [--break-glass JUSTIFICATION...]",
+               "Ask to move every service active in REGION (except `evacuation.exclude`), wave by wave in "
+               "dependency order, as one request under one approval (the strictest policy of its services, or "
+               "`evacuation.approvals`). `plan evacuate REGION` shows the waves first. Services that would not "
+               "move are listed on the request and stay.", evacuate.run, REQUEST),
+    Subcommand("return", "return REGION REASON... [--break-glass JUSTIFICATION...]",
+               "Ask to bring back to REGION every service whose home it is and that runs elsewhere (after an "
+               "evacuation), failbacks in reverse dependency order, each with its failback safety checks; one "
+               "request, one approval.", evacuate.run_return, REQUEST),
     Subcommand("requests", "requests", "Open and recent change requests with their state.", requests.run,
                {"": ANYONE}),
     Subcommand("cancel", "cancel ID", "Withdraw a request you made that waits for approval or for its run.", cancel.run,
@@ -82,6 +97,9 @@ BUTTONS: tuple[Button, ...] = (
     Button("run_rollback", "rollback", actions.rollback, APPROVAL_POLICY),
     Button("run_resume", "resume", actions.resume, APPROVAL_POLICY),
     Button("run_abort", "abort", actions.abort, APPROVAL_POLICY),
+    Button("evac_abort", "evac-abort", evacuate.abort, APPROVAL_POLICY),
+    Button("evac_resume", "evac-resume", evacuate.resume, APPROVAL_POLICY),
+    Button("evac_rollback", "evac-rollback", evacuate.rollback, APPROVAL_POLICY),
     Button("status_refresh", "refresh", actions.refresh_status, ANYONE),
     Button("plan_failover", "plan", actions.plan_failover, ANYONE),
     Button("plan_failback", "plan-failback", actions.plan_failback, ANYONE),
@@ -91,8 +109,14 @@ BUTTONS: tuple[Button, ...] = (
     Button("inc_update", "update", actions.open_form("inc_update"), "incident_update"),
     Button("inc_resolve", "resolve-incident", actions.resolve_incident, "incident_update"),
     Button("inc_claim", "claim", actions.claim_role, ANYONE),  # a held role: incident_update or the commander
+    # the pinned summary's modals: the core decides on submission (incident_update or the commander)
+    Button("inc_severity", "change-severity", shortcuts.severity_form, ANYONE),
+    Button("inc_role", "assign-role", shortcuts.role_form, ANYONE),
     Button("drill_postpone", "postpone", actions.open_form("drill_postpone"), "drill_calendar"),
     Button("drill_skip", "skip-drill", actions.open_form("drill_skip"), "drill_calendar"),
+    # a manual runbook step's answer: the core decides (the run's approvers and the step's approvers)
+    Button("manual_done", "done", manual_step.done, ANYONE),
+    Button("manual_failed", "failed", manual_step.failed, ANYONE),
 )
 
 FORMS: tuple[Form, ...] = (
@@ -100,4 +124,14 @@ FORMS: tuple[Form, ...] = (
     Form("drill_skip", actions.validate_calendar, actions.submit_skip, "drill_calendar"),
     Form("inc_update", actions.validate_update, actions.submit_update, "incident_update"),
     Form("sp_edit", actions.validate_edit, actions.submit_edit, "statuspage_publish"),
+    Form("manual_failed", manual_step.validate_failed, manual_step.submit_failed, ANYONE),  # the core decides
+    Form("inc_declare", shortcuts.validate_declare, shortcuts.submit_declare, "incident_open"),
+    Form("inc_severity", shortcuts.validate_severity, shortcuts.submit_severity, ANYONE),  # the core decides
+    Form("inc_role", shortcuts.validate_role, shortcuts.submit_role, ANYONE),  # the core decides
+)
+
+SHORTCUTS: tuple[Button, ...] = (
+    # Slack shortcuts, by callback_id (deploy/slack-app-manifest.yaml declares them); not block actions
+    Button("dr_declare", "declare", shortcuts.declare_form, "incident_open"),  # global: opens form inc_declare
+    Button("dr_add_timeline", "add-to-timeline", shortcuts.add_to_timeline, ANYONE),  # message: like a note
 )

@@ -60,27 +60,41 @@ class Target:
 
     service: str
     region: str | None = None
+    query: str | None = None
+    """For lag: what to read at the source, a replication stream's ``target`` (a PromQL
+    query, a CloudWatch metric name, a JSON path, a sandbox stream); None: the source's own."""
+    unit: str = "seconds"
+    """For lag: the unit the stream is measured in (seconds, messages, objects, bytes). Only a
+    seconds stream converts the source's time unit (ms) to seconds; others are read as is."""
+
+
+UNITS = ("seconds", "messages", "objects", "bytes")
+"""Units a replication stream (a lag reading) can be measured in."""
 
 
 @dataclass(frozen=True)
 class LagSample:
     at: datetime
     seconds: float
+    """The value, in the reading's unit (seconds unless the reading says otherwise)."""
 
 
 @dataclass(frozen=True)
 class LagReading:
-    """Replication lag in seconds, as the source last observed it.
+    """Replication lag in seconds, as the source last observed it (or, for a stream in
+    another ``unit``, the backlog in that unit: messages, objects, bytes).
 
     ``replicating`` is False when the source says replication is not running
     (e.g. RDS ``ReplicaLag`` of -1); ``seconds`` is then None.
     """
 
     seconds: float | None
+    """The value, in ``unit`` (seconds unless said otherwise)."""
     observed_at: datetime
     replicating: bool = True
     history: tuple[LagSample, ...] = ()
     detail: str = ""
+    unit: str = "seconds"
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,12 @@ class Backend:
     def check(self) -> CheckResult:  # pragma: no cover - overridden by every backend
         return CheckResult(True, "no check defined")
 
+    @classmethod
+    def lag_target_problem(cls, options: BackendOptions, target: str | None, unit: str) -> str | None:
+        """Why a replication stream reading this lag source with ``target`` (None: the
+        source's own) in ``unit`` cannot work, for the config loader; None when it can."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
@@ -181,6 +201,9 @@ STATUS = "status"
 ARCHIVE = "archive"
 PAGER = "pager"
 TRACKER = "tracker"
+BACKUP = "backup"
+WEIGHTS = "weights"
+"""Traffic split by percentage between regions (a staged ramp: bot/ramp.py)."""
 
 
 @runtime_checkable
@@ -208,6 +231,22 @@ class TrafficSwitch(Protocol):
 
 
 @runtime_checkable
+class WeightedTraffic(Protocol):
+    """Traffic split by percentage between regions (Route 53 weighted records, Global
+    Accelerator dials, Cloudflare pool weights): what a staged ramp moves."""
+
+    def weights(self, target: Target) -> dict[str, float]:
+        """Every configured region -> the percentage of traffic it is set to take now."""
+        ...
+
+    def set_weights(self, target: Target, weights: dict[str, float], dry_run: bool = False) -> ActionResult:
+        """Set each region's percentage (``weights`` names every configured region, summing
+        to 100); return once the backend reads them back, or raise. Details hold
+        ``before`` and ``after`` (region -> %)."""
+        ...
+
+
+@runtime_checkable
 class DatabasePromoter(Protocol):
     """Which region writes, and moving the writer (replica promotion, global switchover)."""
 
@@ -225,6 +264,34 @@ class DatabasePromoter(Protocol):
         """Make ``to_region`` the writer. ``mode``: 'promote' (detach a replica),
         'switchover' (planned, no data loss) or 'failover' (unplanned; refused unless
         ``allow_data_loss``). Returns once the backend reports the new writer, or raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackupPoint:
+    """The newest usable backup a backup source found (a snapshot, a recovery point, an
+    object, or the time a Prometheus gauge reports)."""
+
+    id: str
+    """What people and restore workflows call it: a snapshot id, a recovery point ARN, an object key."""
+    created_at: datetime
+    """When it was taken (timezone-aware UTC)."""
+    detail: str = ""
+
+
+@runtime_checkable
+class BackupSource(Protocol):
+    """How old the newest backup of something is (RDS/Aurora snapshots, AWS Backup
+    recovery points, objects under an S3 prefix, a Prometheus gauge)."""
+
+    @classmethod
+    def check_target(cls, target: str) -> str | None:
+        """Why ``target`` (a backup entry's ``target:``) is not one this source reads; None when it is."""
+        ...
+
+    def newest_backup(self, target: str) -> BackupPoint | None:
+        """The newest completed backup of ``target``; None when there is none at all.
+        Raises IntegrationError when it cannot be read."""
         ...
 
 

@@ -1,5 +1,5 @@
 """Traffic switch and health source over a Cloudflare load balancer (kind ``cloudflare_lb``,
-capabilities TRAFFIC and HEALTH).
+capabilities TRAFFIC, HEALTH and WEIGHTS).
 
 One load balancer (``zone_id``, ``load_balancer_id``) with one origin pool per drbot region
 (``pools`` maps region -> pool id; pools belong to the account, ``account_id``). Two ways
@@ -16,6 +16,11 @@ to say where traffic goes (``mode``):
   traffic); a failure in between says the pools are both enabled. A target pool that is
   not among the load balancer's default or fallback pools is refused (enabling it would
   move nothing).
+- ``weights``: the load balancer steers ``random`` and each pool's weight
+  (``random_steering.pool_weights``) is its share of the traffic. The active region is the
+  only pool with a weight above 0. A shift, and each stage of a staged ramp (capability
+  WEIGHTS), PATCHes ``steering_policy: random`` and the pool weights (percent / 100) in one
+  request; every configured pool must be a default pool (integrations/cloudflare_weights.py).
 
 After a change drbot reads it back until it holds (``settle_timeout``). Health of a
 region: the pool health Cloudflare's monitors report
@@ -42,9 +47,10 @@ import httpx
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from integrations.base import (
-    HEALTH, TRAFFIC, ActionResult, BackendOptions, CheckResult, ErrorKind, HealthReading,
+    HEALTH, TRAFFIC, WEIGHTS, ActionResult, BackendOptions, CheckResult, ErrorKind, HealthReading,
     IntegrationError, Target, utcnow,
 )
+from integrations.cloudflare_weights import CloudflareWeights, fmt, shares
 from integrations.http_client import HttpBackend, check_http_url, make_client, retry_after
 
 BACKOFF_FIRST = 0.5
@@ -60,7 +66,7 @@ class CloudflareLbOptions(BackendOptions):
     load_balancer_id: str = Field(min_length=1)
     pools: dict[str, str]
     """drbot region -> that region's origin pool id."""
-    mode: Literal["default_pools", "enable_disable"] = "default_pools"
+    mode: Literal["default_pools", "enable_disable", "weights"] = "default_pools"
     base_url: str = "https://api.cloudflare.com/client/v4"
     retries: int = Field(3, ge=0, le=10)
     max_retry_after: float = Field(30, gt=0)
@@ -83,14 +89,14 @@ class CloudflareLbOptions(BackendOptions):
         return self
 
 
-class CloudflareLb(HttpBackend):
+class CloudflareLb(CloudflareWeights, HttpBackend):
     """Moves traffic between regions' pools of one Cloudflare load balancer and reads pool
     health. ``client``: an injected ``httpx.Client``, or one created on first use."""
 
     kind = "cloudflare_lb"
     title = "Cloudflare Load Balancing"
     Options = CloudflareLbOptions
-    capabilities = frozenset({TRAFFIC, HEALTH})
+    capabilities = frozenset({TRAFFIC, HEALTH, WEIGHTS})
     options: CloudflareLbOptions
 
     def __init__(self, name: str, options: BackendOptions, client: Any = None):
@@ -105,6 +111,8 @@ class CloudflareLb(HttpBackend):
     def active_region(self, target: Target) -> str:
         if self.options.mode == "enable_disable":
             return self._only_enabled(self._enabled())
+        if self.options.mode == "weights":
+            return self._only_weighted(self.weights(target))
         return self._first_pool(self._lb())
 
     def shift(self, target: Target, to_region: str, dry_run: bool = False) -> ActionResult:
@@ -112,6 +120,8 @@ class CloudflareLb(HttpBackend):
         pool = self._pool_of(to_region)
         if self.options.mode == "enable_disable":
             return self._shift_enabled(to_region, pool, dry_run)
+        if self.options.mode == "weights":
+            return self.set_weights(target, {r: 100.0 if r == to_region else 0.0 for r in self.options.pools}, dry_run)
         return self._shift_order(to_region, pool, dry_run)
 
     def _shift_order(self, to_region: str, pool: str, dry_run: bool) -> ActionResult:
@@ -145,7 +155,7 @@ class CloudflareLb(HttpBackend):
         if before == after:
             return ActionResult(f"already: {what}", dry_run=dry_run, changed=False, details=details)
         if dry_run:
-            return ActionResult(f"would leave the {what} (now {_fmt(before)})", dry_run=True, changed=False,
+            return ActionResult(f"would leave the {what} (now {fmt(before)})", dry_run=True, changed=False,
                                 details=details)
         done: list[str] = []
         for region in [to_region] + [r for r in after if r != to_region]:
@@ -159,8 +169,8 @@ class CloudflareLb(HttpBackend):
                 raise IntegrationError(f"{exc} Done before it failed: {', '.join(done)}; more than one pool may "
                                        f"take traffic. Run the shift again, or shift back.", exc.kind) from exc
             done.append(f"{region} {'enabled' if after[region] else 'disabled'}")
-        self._settle(lambda: self._enabled() == after, f"the pools do not read back as {_fmt(after)}")
-        return ActionResult(f"left the {what} (was {_fmt(before)})", dry_run=False, changed=True, details=details)
+        self._settle(lambda: self._enabled() == after, f"the pools do not read back as {fmt(after)}")
+        return ActionResult(f"left the {what} (was {fmt(before)})", dry_run=False, changed=True, details=details)
 
     # -- health -----------------------------------------------------------------------
 
@@ -216,7 +226,7 @@ class CloudflareLb(HttpBackend):
         region = self._region_of(first)
         if region is None:
             raise IntegrationError(f"{self.name}: the first default pool of {self.describe(lb)} is {first}, "
-                                   f"which is not one of the configured pools ({_fmt(self.options.pools)}).",
+                                   f"which is not one of the configured pools ({fmt(self.options.pools)}).",
                                    ErrorKind.PERMANENT)
         return region
 
@@ -225,7 +235,7 @@ class CloudflareLb(HttpBackend):
         if len(on) == 1:
             return on[0]
         raise IntegrationError(
-            f"{self.name}: the pools read {_fmt(enabled)}: "
+            f"{self.name}: the pools read {fmt(enabled)}: "
             + ("none is enabled, so no region takes traffic." if not on else "traffic is split.")
             + " Shift to one region to fix it.", ErrorKind.PERMANENT)
 
@@ -324,12 +334,13 @@ class CloudflareLb(HttpBackend):
             return CheckResult(False, f"{self.name}: unexpected error {exc!r}")
         try:
             active = (self._only_enabled(enabled) if self.options.mode == "enable_disable"
+                      else self._only_weighted(shares(self._pool_weights(lb))) if self.options.mode == "weights"
                       else self._first_pool(lb))
             active = f"{active} is active"
         except IntegrationError as exc:
             active = f"no single region is active ({exc})"
         return CheckResult(True, f"{self.name}: {self.describe(lb)} and its pools exist (enabled: "
-                                 f"{_fmt(enabled)}); {active}.")
+                                 f"{fmt(enabled)}); {active}.")
 
 
 def _errors(response: httpx.Response) -> str:
@@ -344,6 +355,3 @@ def _errors(response: httpx.Response) -> str:
     return "; ".join(f"code {e.get('code', '?')}: {e.get('message', '')}" if isinstance(e, dict) else str(e)
                      for e in errors)[:400]
 
-
-def _fmt(mapping: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in mapping.items())

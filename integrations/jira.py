@@ -4,7 +4,8 @@ REST API v3 with basic auth (an Atlassian account's email and an API token). An 
 created with a label naming drbot's follow-up (``drbot-followup-<id>``); before creating,
 that label is searched (JQL), so a retry after a timeout whose first POST succeeded finds
 the issue instead of opening a second one. The description is an Atlassian Document
-Format paragraph per line of text.
+Format paragraph per line of text; a URL in it is a link (ADF ``link`` mark), so the way
+back to the incident's Slack channel is one click.
 
 Errors: 429 and 5xx, timeouts and connection failures are TRANSIENT (with Retry-After when
 Jira says); 401/403 NOT_PERMITTED; other 4xx PERMANENT with Jira's own messages
@@ -13,6 +14,7 @@ outbox does.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -22,6 +24,23 @@ from pydantic import Field, SecretStr, field_validator
 
 from integrations.base import TRACKER, BackendOptions, CheckResult, ErrorKind, IntegrationError
 from integrations.http_client import HttpBackend, RateLimited, check_http_url, make_client, retry_after
+
+
+_URL = re.compile(r"https?://[^\s<>\"]+")
+
+
+def _inline(line: str) -> list[dict]:
+    """ADF text nodes of one line; each URL in it a text node with a ``link`` mark."""
+    out: list[dict] = []
+    at = 0
+    for m in _URL.finditer(line):
+        if m.start() > at:
+            out.append({"type": "text", "text": line[at:m.start()]})
+        out.append({"type": "text", "text": m.group(), "marks": [{"type": "link", "attrs": {"href": m.group()}}]})
+        at = m.end()
+    if at < len(line):
+        out.append({"type": "text", "text": line[at:]})
+    return out
 
 
 @dataclass(frozen=True)
@@ -73,8 +92,7 @@ class Jira(HttpBackend):
             "project": {"key": self.options.project}, "issuetype": {"name": self.options.issue_type},
             "summary": " ".join(summary.split())[:255], "labels": [*self.options.labels, marker],
             "description": {"type": "doc", "version": 1, "content": [
-                {"type": "paragraph", "content": [{"type": "text", "text": line}]}
-                for line in description.splitlines() if line.strip()]},
+                {"type": "paragraph", "content": _inline(line)} for line in description.splitlines() if line.strip()]},
         }
         if due is not None:
             fields["duedate"] = due.isoformat()

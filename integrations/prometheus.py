@@ -1,7 +1,10 @@
 """Replication lag from a PromQL query (kind ``prometheus``, capability LAG).
 
-``query`` must return one series (an instant vector or a scalar) whose value is the lag
-in ``unit`` (seconds by default). If it returns several series, the largest value is the
+``query`` (or the ``target`` of a replication stream reading the source, which replaces it)
+must return one series (an instant vector or a scalar) whose value is the lag in ``unit``
+(seconds by default); for a stream in another unit (messages: Kafka consumer-group lag as
+kafka-exporter or Burrow export it) the value is read as it is and the reading carries
+that unit. If it returns several series, the largest value is the
 reading and the detail says so; if any series equals ``stopped_value`` (compared in the
 query's own unit), the reading is "not replicating". Values that are not finite numbers
 (NaN, ±Inf) raise an error: such a reading is never shown as a lag.
@@ -57,8 +60,12 @@ SIDE_REQUESTS = 4
 class PrometheusOptions(BackendOptions):
     url: str
     """Base URL of the Prometheus HTTP API, e.g. http://prometheus:9090."""
-    query: str = Field(min_length=1)
+    query: str | None = Field(None, min_length=1)
+    """The PromQL; a replication stream's ``target`` replaces it (one source, several
+    streams). Required unless every stream reading the source has a ``target``."""
     unit: Literal["s", "ms"] = "s"
+    """Time unit of the values, for streams in seconds; other streams (messages, e.g.
+    ``kafka_consumergroup_lag``) read the value as it is."""
     headers: dict[str, str] = {}
     """Sent with every request, e.g. {"Authorization": "Bearer ${PROM_TOKEN}"}."""
     history_window: int = Field(3600, gt=0)
@@ -104,25 +111,36 @@ class PrometheusLag(HttpBackend):
         # creating it cost that reading more than 100 ms under load
         self._side_pool().submit(int)
 
+    @classmethod
+    def lag_target_problem(cls, options: PrometheusOptions, target: str | None, unit: str) -> str | None:
+        if target is None and options.query is None:
+            return "the prometheus source has no query: set target to the PromQL of this stream (or query on the source)"
+        return None
+
     def read_lag(self, target: Target, history: bool = False) -> LagReading:
         o = self.options
+        query = target.query or o.query
+        if not query:
+            raise IntegrationError(f"{self.name}: no query to run: set query on the source or target on the "
+                                   f"stream.", ErrorKind.PERMANENT)
+        scale = self._to_seconds if target.unit == "seconds" else float
         deadline = time.monotonic() + o.timeout
         at = round(time.time(), 3)  # one evaluation time for every request of this reading
-        stamps = self._alongside(self._instant, self._timestamp_query(), deadline, at)
-        past = self._alongside(self._history, at, deadline) if history else None
-        series = self._instant(o.query, deadline, at=at)
+        stamps = self._alongside(self._instant, self._timestamp_query(query), deadline, at)
+        past = self._alongside(self._history, at, deadline, query, scale) if history else None
+        series = self._instant(query, deadline, at=at)
         if not series:
             raise IntegrationError(
-                f"{self.name}: the query `{o.query}` returned no series at {o.url}. "
+                f"{self.name}: the query `{query}` returned no series at {o.url}. "
                 f"Check the query (labels, metric name) and that the exporter is scraped.",
                 ErrorKind.PERMANENT)
         for labels, _, raw in series:
             if not math.isfinite(raw):
                 raise IntegrationError(
-                    f"{self.name}: the query `{o.query}` returned {raw} for "
+                    f"{self.name}: the query `{query}` returned {raw} for "
                     f"{_labels(labels)}, which is not a lag. Fix the query so it "
                     f"yields a number.", ErrorKind.PERMANENT)
-        at_sample = datetime.fromtimestamp(self._sampled(self._outcome(stamps, deadline)), timezone.utc)
+        at_sample = datetime.fromtimestamp(self._sampled(self._outcome(stamps, deadline), query), timezone.utc)
         samples = self._outcome(past, deadline) if past is not None else ()
         if o.stopped_value is not None:
             stopped = [s for s in series if s[2] == o.stopped_value]
@@ -130,13 +148,13 @@ class PrometheusLag(HttpBackend):
                 return LagReading(
                     seconds=None, observed_at=at_sample, replicating=False, history=samples,
                     detail=f"{_labels(stopped[0][0])} is {o.stopped_value:g}: "
-                           f"replication is not running")
+                           f"replication is not running", unit=target.unit)
         labels, _, raw = max(series, key=lambda s: s[2])
-        detail = f"{raw:g} {o.unit}"
+        detail = f"{raw:g} {o.unit if target.unit == 'seconds' else target.unit}"
         if len(series) > 1:
             detail += f"; the largest of {len(series)} series ({_labels(labels)})"
-        return LagReading(seconds=self._to_seconds(raw), observed_at=at_sample,
-                          history=samples, detail=detail)
+        return LagReading(seconds=scale(raw), observed_at=at_sample,
+                          history=samples, detail=detail, unit=target.unit)
 
     def _alongside(self, fn, *args) -> Future:
         """``fn(*args)`` on this source's side threads, while the caller sends the main query."""
@@ -170,14 +188,20 @@ class PrometheusLag(HttpBackend):
     def _to_seconds(self, raw: float) -> float:
         return raw / 1000.0 if self.options.unit == "ms" else raw
 
-    def _timestamp_query(self) -> str:
-        return self.options.timestamp_query or f"timestamp({self.options.query})"
+    def _timestamp_query(self, query: str | None = None) -> str:
+        """``timestamp_query``, for the source's own query; ``timestamp(<query>)`` otherwise
+        (a stream's ``target`` must then be a plain series selector)."""
+        query = query or self.options.query
+        if self.options.timestamp_query and query == self.options.query:
+            return self.options.timestamp_query
+        return f"timestamp({query})"
 
-    def _sampled(self, stamps: list[Series]) -> float:
+    def _sampled(self, stamps: list[Series], main: str | None = None) -> float:
         """When the oldest series of the answer was sampled, from ``timestamp_query``'s
         answer at the reading's evaluation time."""
         o = self.options
-        query = self._timestamp_query()
+        main = main or o.query
+        query = self._timestamp_query(main)
         hint = ("set timestamp_query to a query that returns when the lag was sampled, e.g. "
                 "`min(timestamp(<the series selector>))`")
         if not stamps:
@@ -191,7 +215,7 @@ class PrometheusLag(HttpBackend):
                     f"which is not a time; {hint}.", ErrorKind.PERMANENT)
             if abs(value - t) < 0.0005:
                 # timestamp() of anything but a series selector is the evaluation time
-                why = "" if o.timestamp_query else f" (`{o.query}` is not a plain series selector)"
+                why = "" if query == o.timestamp_query else f" (`{main}` is not a plain series selector)"
                 raise IntegrationError(
                     f"{self.name}: `{query}` gives the time the query was evaluated, not when "
                     f"the lag was sampled{why}, so the reading's age cannot be told; {hint}.",
@@ -214,14 +238,17 @@ class PrometheusLag(HttpBackend):
             f"{self.name}: the query `{query}` returned a {kind}; it must "
             f"return an instant vector or a scalar.", ErrorKind.PERMANENT)
 
-    def _history(self, end: float, deadline: float | None = None) -> tuple[LagSample, ...]:
+    def _history(self, end: float, deadline: float | None = None, query: str | None = None,
+                 scale=None) -> tuple[LagSample, ...]:
         o = self.options
+        query = query or o.query
+        scale = scale or self._to_seconds
         data = self._get("/api/v1/query_range", {
-            "query": o.query, "start": f"{end - o.history_window:.3f}",
+            "query": query, "start": f"{end - o.history_window:.3f}",
             "end": f"{end:.3f}", "step": str(o.history_step)}, deadline)
         if data.get("resultType") != "matrix":
             raise IntegrationError(
-                f"{self.name}: the range query `{o.query}` returned a "
+                f"{self.name}: the range query `{query}` returned a "
                 f"{data.get('resultType')} instead of a matrix.", ErrorKind.PERMANENT)
         largest: dict[float, float] = {}
         try:
@@ -233,7 +260,7 @@ class PrometheusLag(HttpBackend):
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise self._malformed(exc) from exc
         return tuple(LagSample(datetime.fromtimestamp(t, timezone.utc),
-                               self._to_seconds(v)) for t, v in sorted(largest.items()))
+                               scale(v)) for t, v in sorted(largest.items()))
 
     def _malformed(self, exc: Exception) -> IntegrationError:
         return IntegrationError(
@@ -294,8 +321,12 @@ class PrometheusLag(HttpBackend):
                 f"{self.name}: no Prometheus API at {o.url} (HTTP 404); check the url.",
                 ErrorKind.PERMANENT)
         if status >= 400:
-            fix = ("the query in the source's options" if query == o.query else
-                   "timestamp_query: it must return when the lag was sampled (Unix seconds)")
+            if query == o.query:
+                fix = "the query in the source's options"
+            elif query == o.timestamp_query or query.startswith("timestamp("):
+                fix = "timestamp_query: it must return when the lag was sampled (Unix seconds)"
+            else:
+                fix = "the stream's target (its PromQL)"
             return IntegrationError(
                 f"{self.name}: Prometheus rejected the query `{query}` ({said}); fix "
                 f"{fix}.", ErrorKind.PERMANENT)
@@ -307,6 +338,13 @@ class PrometheusLag(HttpBackend):
 
     def check(self) -> CheckResult:
         """Runs the query once: proves the URL, the headers and the query. Never raises."""
+        if self.options.query is None:  # every stream brings its query: prove the URL and headers
+            try:
+                self._instant("1", time.monotonic() + self.options.timeout)
+            except IntegrationError as exc:
+                return CheckResult(False, str(exc))
+            return CheckResult(True, f"{self.name}: Prometheus at {self.options.url} answers "
+                                     f"(the queries are the streams' targets).")
         try:
             reading = self.read_lag(Target(service=self.name))
         except IntegrationError as exc:

@@ -11,6 +11,7 @@ _KINDS: dict[str, str] = {
     "route53_health": "integrations.aws.route53_health:Route53Health",
     "prometheus": "integrations.prometheus:PrometheusLag",
     "http_probe": "integrations.http_probe:HttpProbe",
+    "http_json": "integrations.http_json:HttpJson",
     "route53_failover": "integrations.aws.route53_failover:Route53Failover",
     "rds": "integrations.aws.rds:RdsPromoter",
     "aurora_global": "integrations.aws.aurora_global:AuroraGlobal",
@@ -23,10 +24,15 @@ _KINDS: dict[str, str] = {
     "opsgenie": "integrations.pager.opsgenie:Opsgenie",
     "s3_archive": "integrations.aws.s3_archive:S3Archive",
     "jira": "integrations.jira:Jira",
+    "github_issues": "integrations.github_issues:GithubIssues",
     "http": "integrations.steps.http_call:HttpCall",
     "kubernetes": "integrations.steps.kubernetes:Kubernetes",
     "argo_workflow": "integrations.steps.argo:ArgoWorkflows",
     "aws_ssm": "integrations.aws.ssm:SsmAutomation",
+    "rds_snapshots": "integrations.aws.rds_snapshots:RdsSnapshots",
+    "aws_backup": "integrations.aws.backup_points:AwsBackupPoints",
+    "s3_newest": "integrations.aws.s3_newest:S3Newest",
+    "prometheus_backup": "integrations.prometheus_backup:PrometheusBackup",
 }
 
 

@@ -5,12 +5,20 @@ import io
 import json
 from pathlib import Path
 
+from sqlalchemy import update
+
+from bot.alerts.normalise import read
+from bot.config import parse_config
 from bot.messenger import RecordingMessenger
+from bot.store import session_scope
+from bot.store.incident_tables import Alert, AlertInbox
+from bot.wiring import build_services
 from bot.render import Reply
 from transports.cli import main
 from transports.shell import Shell
 from commands.router import dispatch
 from tests.conftest import SANDBOX_CONFIG
+from tests.helpers import rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,3 +138,39 @@ def test_the_cli_messenger_forgets_its_oldest_replies_beyond_its_bound():
     assert len(m.log) <= 20 and len(m.messages) <= 20 and len(m.files) <= 20
     assert m.log[-1][0] == "update" and m.messages[stamps[-1]].context == {"n": "again"}
     assert stamps[0] not in m.messages and len(set(files)) == 50  # ids stay unique after forgetting
+
+
+def test_alert_notifications_given_up_on_are_listed_and_tried_again(tmp_path, monkeypatch, capsys):
+    """A notification the drain gave up on (its cause since fixed) waits again after `drbot
+    alerts retry ID` and is processed; an ID that was not given up on is an error."""
+    db = f"sqlite:///{tmp_path}/d.db"
+    monkeypatch.setenv("DATABASE_URL", db)
+    config = _write(tmp_path, SANDBOX_CONFIG)
+    services = build_services(parse_config(SANDBOX_CONFIG, "cli.yaml", {}), db_url=db)
+    body = {"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "ReplicaLag", "service": "orders", "severity": "warning"},
+         "annotations": {"summary": "lag high"}, "fingerprint": "f-retry"}]}
+    inbox_id = services.inbox.inbox.store("alertmanager", json.dumps(body), read("alertmanager", body, services.config))
+    with session_scope(services.engine) as s:  # as the drain leaves it after its last attempt
+        s.execute(update(AlertInbox).where(AlertInbox.id == inbox_id).values(state="failed", attempts=5,
+                                                                             error="OperationalError: disk full"))
+    capsys.readouterr()
+
+    assert main(["alerts", "--config", config]) == 0
+    listed = capsys.readouterr().out
+    assert "0 notification(s) waiting to be processed; 1 given up on:" in listed
+    assert f"{inbox_id}  alertmanager" in listed and "5 attempt(s): OperationalError: disk full" in listed
+
+    assert main(["alerts", "retry", str(inbox_id + 1), "--config", config]) == 2
+    assert f"not given up on (unknown, waiting or processed already): {inbox_id + 1}" in capsys.readouterr().err
+    assert main(["alerts", "retry", "--config", config]) == 2  # neither IDs nor --all
+    assert main(["alerts", "retry", str(inbox_id), "--config", config]) == 0
+    assert f"waiting again for the drain: {inbox_id}" in capsys.readouterr().out
+    [row] = rows(services, AlertInbox)
+    assert (row.state, row.attempts, row.error) == ("pending", 0, "")
+
+    services.inbox.run_until_empty()
+    assert rows(services, AlertInbox) == []
+    [alert] = rows(services, Alert)
+    assert alert.fingerprint.endswith("f-retry") or "f-retry" in alert.fingerprint
+    services.engine.dispose()

@@ -176,7 +176,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_keys():
     text = edit("      critical: 4m\n", "      critical: 4m\n      zzz: 1\n")
     problem = only(fail(text))
     assert problem.path == "services[1].lag.zzz"
-    assert problem.message == "unknown key (allowed: critical, source, stale_after, warning)"
+    assert problem.message == "unknown key (allowed: critical, source, stale_after, target, warning)"
 
 
 def test_unknown_approvals_key():
@@ -420,12 +420,14 @@ def test_explicit_warning_above_the_default_critical():
     assert only(fail(text)).message == "warning must be below critical"
 
 
-def test_critical_above_the_rpo():
+def test_critical_above_the_rpo_loads_with_a_warning():
+    """Alerting at 2x the RPO can be written (issue 14); it is said at load, never silent."""
     text = edit("      critical: 4m\n", "      critical: 6m\n")
-    problem = only(fail(text))
-    assert problem.path == "services[1].lag.critical"
-    assert problem.message == "critical is above the RPO; lag past the RPO must not count as ready"
-    assert problem.line == line_of(text, "critical: 6m")
+    loaded = parse_config(text, FILE, {})
+    assert loaded.config.service("payments").thresholds()[1] == timedelta(minutes=6)
+    [note] = [n for n in loaded.notes if n.path == "services[1].lag.critical"]
+    assert note.message.startswith("WARNING: critical 6m is above the RPO of 5m")
+    assert note.line == line_of(text, "critical: 6m")
 
 
 def test_critical_equal_to_the_rpo_is_allowed():

@@ -194,14 +194,18 @@ IAM_POLICY = ROOT / "deploy" / "iam-policy.json"
 
 METHOD_SCOPES: dict[str, set[str]] = {
     "chat.postMessage": {"chat:write"}, "chat.update": {"chat:write"}, "chat.postEphemeral": {"chat:write"},
-    "conversations.create": {"channels:manage"}, "conversations.invite": {"channels:manage"},
-    "conversations.history": {"channels:history"}, "conversations.setTopic": {"channels:manage"},
+    # groups:write: the same calls in private incident channels (incidents.private_channels)
+    "conversations.create": {"channels:manage", "groups:write"},
+    "conversations.invite": {"channels:manage", "groups:write"},
+    "conversations.history": {"channels:history"}, "conversations.setTopic": {"channels:manage", "groups:write"},
     "pins.add": {"pins:write"},
     "files.upload.v2": {"files:write"}, "usergroups.users.list": {"usergroups:read"},
-    "users.info": {"users:read"}, "views.open": set(), "auth.test": set(),
+    "users.info": {"users:read"}, "users.lookupByEmail": {"users:read.email"}, "views.open": set(), "views.publish": set(), "chat.getPermalink": set(),
+    "auth.test": set(),
 }
 """Slack's scope for each Web API method drbot calls (api.slack.com/methods)."""
-EVENT_SCOPES = {"message": {"channels:history", "groups:history"}, "reaction_added": {"reactions:read"}}
+EVENT_SCOPES = {"message": {"channels:history", "groups:history"}, "reaction_added": {"reactions:read"},
+                "app_home_opened": set()}
 WITHOUT_A_METHOD = {"commands", "chat:write.public"}  # the slash command; posting where drbot was not invited
 
 
@@ -237,13 +241,14 @@ def test_the_manifest_scopes_are_exactly_those_the_code_needs():
     assert scopes == needed, f"missing: {sorted(needed - scopes)}; not used: {sorted(scopes - needed)}"
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     expected = ({"message.channels", "message.groups"} if "message" in HANDLED_EVENTS else set()) | \
-        ({"reaction_added"} if "reaction_added" in HANDLED_EVENTS else set())
+        ({"reaction_added"} if "reaction_added" in HANDLED_EVENTS else set()) | \
+        ({"app_home_opened"} if "app_home_opened" in HANDLED_EVENTS else set())
     assert events == expected
 
 
 # -- the IAM policy allows what the code calls, and no more --------------------------------
 
-S3_ACTIONS = {"HeadBucket": "ListBucket"}  # S3 operations authorised by another action's name
+S3_ACTIONS = {"HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket"}  # S3 operations authorised by another action's name
 OPT_IN = "DataLosingAuroraFailoverDeniedUntilYouOptInSeeDeployReadme"
 
 

@@ -309,7 +309,7 @@ def test_signed_payloads_of_the_wrong_shape_are_400_naming_the_field(app, fake_s
 
 
 def test_events_and_interactions_drbot_does_not_handle_are_acknowledged_and_ignored(app, fake_slack):
-    event = {"type": "event_callback", "team_id": "T1", "event": {"type": "app_home_opened", "user": ALICE}}
+    event = {"type": "event_callback", "team_id": "T1", "event": {"type": "member_joined_channel", "user": ALICE}}
     r = signed_post(app, json.dumps(event).encode())
     assert r.status_code == 200 and r.json()["ok"] is True
     r = signed_payload(app, {"type": "view_closed", "user": {"id": ALICE}, "view": {"callback_id": "x"}})

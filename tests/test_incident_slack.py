@@ -27,7 +27,7 @@ from slack_sdk import WebClient
 from sqlmodel import Session
 
 from bot.config import parse_config
-from bot.store.incident_tables import Alert, Incident, IncidentStatus
+from bot.store.incident_tables import Alert, AlertInbox, Incident, IncidentStatus
 from bot.store.models import TimelineEvent
 from bot.wiring import build_services
 from tests.app_server import running_app
@@ -248,6 +248,35 @@ def test_bot_messages_in_the_alert_channel_open_and_resolve_an_incident(rules_ap
     assert [a.id for a in rows(services, Alert)] == [alert.id]
     assert len(rows(services, Incident)) == 1
     assert len(events(services, inc.id, "alert.firing")) == 1
+
+
+def test_an_alert_message_is_stored_before_it_is_processed_and_survives_a_restart(tmp_path, fake_slack):
+    """Like a webhook's payload (bot.alerts.drain): the message is in the inbox before
+    anything is done with it, and a process that stops before its drain runs loses nothing."""
+    first = build(SLACK_RULES, tmp_path)
+    with running_app(first, fake_slack) as app:
+        first.inbox.stop()  # the process dies before its drain takes anything
+        firing = bot_message("orders replica lag above 30s FIRING", ALERTS_CHANNEL, "1714564800.000100")
+        assert app.sender.event(firing).status_code == 200
+        [stored] = wait_until("the message stored", lambda: rows(first, AlertInbox))
+        unmatched = bot_message("orders deploy finished", ALERTS_CHANNEL, "1714564801.000100")
+        assert app.sender.event(unmatched).status_code == 200
+        settle()
+    assert stored.endpoint == "slack" and json.loads(stored.body)["ts"] == "1714564800.000100"
+    assert len(rows(first, AlertInbox)) == 1 and rows(first, Alert) == []  # a message no rule matches is not kept
+    first.engine.dispose()
+
+    second = build(SLACK_RULES, tmp_path)  # the restart: read again from the stored message
+    try:
+        second.inbox.start(interval=0.05)
+        wait_until("the stored message processed", lambda: not rows(second, AlertInbox), timeout=30)
+        second.inbox.stop()
+        [alert] = rows(second, Alert)
+        assert (alert.source, alert.service, alert.status, alert.summary) == (
+            "slack", "orders", "firing", "replica lag above 30s")
+        assert len(rows(second, Incident)) == 1
+    finally:
+        second.engine.dispose()
 
 
 # -- 2. the pin reaction ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from bot.config import parse_config
 from bot.store.models import Approval, ChangeRequest, RequestState, Run, RunStep, StepState
 from bot.wiring import build_services
-from integrations.base import HEALTH, TRAFFIC, ErrorKind, IntegrationError, Target
+from integrations.base import HEALTH, TRAFFIC, WEIGHTS, ErrorKind, IntegrationError, Target
 from integrations.cloudflare_lb import CloudflareLb
 from tests.app_server import running_app
 from tests.estates import estate
@@ -46,10 +46,10 @@ def make(url: str, **extra) -> tuple[CloudflareLb, list[float]]:
 
 
 def test_options_and_capabilities():
-    assert CloudflareLb.capabilities == frozenset({TRAFFIC, HEALTH})
+    assert CloudflareLb.capabilities == frozenset({TRAFFIC, HEALTH, WEIGHTS})
     base = {"api_token": "t", "account_id": "a", "zone_id": "z", "load_balancer_id": "l"}
     for bad in ({"pools": {"us-east-1": "p"}}, {"pools": {"a": "p", "b": "p"}},
-                {"pools": POOLS, "mode": "weights"}, {"pools": POOLS, "base_url": "ftp://x"},
+                {"pools": POOLS, "mode": "random"}, {"pools": POOLS, "base_url": "ftp://x"},
                 {"pools": POOLS, "region_pools": {}}):
         with pytest.raises(pydantic.ValidationError):
             CloudflareLb.Options.model_validate({**base, **bad})

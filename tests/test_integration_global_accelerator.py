@@ -16,7 +16,7 @@ from bot.config import parse_config
 from bot.store.models import RequestState, Run, RunStep, StepState
 from bot.wiring import build_services
 from integrations.aws.global_accelerator import GlobalAccelerator
-from integrations.base import TRAFFIC, ErrorKind, IntegrationError, Target
+from integrations.base import TRAFFIC, WEIGHTS, ErrorKind, IntegrationError, Target
 from tests.app_server import running_app
 from tests.estates import estate
 from tests.fakes.json_server import Answer, JsonServer, Request
@@ -62,7 +62,7 @@ def make(**extra):
 def test_the_api_region_is_us_west_2_whatever_the_regions():
     ga, _, _, _ = make()
     assert ga.client.meta.region_name == "us-west-2"
-    assert GlobalAccelerator.capabilities == frozenset({TRAFFIC})
+    assert GlobalAccelerator.capabilities == frozenset({TRAFFIC, WEIGHTS})
     for bad in ({"endpoint_groups": {"us-east-1": EAST}},
                 {"endpoint_groups": {"us-east-1": EAST, "us-west-2": "arn:aws:s3:::x"}},
                 {"endpoint_groups": GROUPS, "region": "eu-west-1"}):

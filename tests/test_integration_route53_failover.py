@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from integrations.aws.route53_failover import Route53Failover
 from integrations.aws.session import error_code, make_client
-from integrations.base import TRAFFIC, ErrorKind, IntegrationError, Target
+from integrations.base import TRAFFIC, WEIGHTS, ErrorKind, IntegrationError, Target
 from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
 
 TARGET = Target(service="orders")
@@ -307,7 +307,7 @@ def test_options_and_lazy_client():
     o = switch.options
     assert o.record_name == NAME and o.record_type == "A" and o.policy == "failover"
     assert o.region == "us-east-1" and o.wait_insync is True and o.insync_timeout == 300
-    assert switch.kind == "route53_failover" and switch.capabilities == frozenset({TRAFFIC})
+    assert switch.kind == "route53_failover" and switch.capabilities == frozenset({TRAFFIC, WEIGHTS})
     assert switch._client is None
     assert switch.client.meta.config.read_timeout == 5.0
     assert Route53Failover.Options.model_validate(

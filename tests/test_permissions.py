@@ -32,9 +32,11 @@ from bot.store.drill_tables import DrillOccurrence
 from bot.store.incident_tables import Incident, IncidentStatus, OutboxItem, OutboxState, PreviewDecision
 from bot.store.models import Approval, ChangeRequest, RequestState, TimelineEvent
 from bot.wiring import build_services
-from commands.table import BUTTONS, FORMS, SUBCOMMANDS
+from commands.table import BUTTONS, FORMS, SHORTCUTS, SUBCOMMANDS
+from tests import test_evacuation as evacuation_tests
 from tests import test_followups as followup_tests
 from tests import test_incident_command as incident_command_tests
+from tests import test_step_manual as manual_step_tests
 from tests.app_server import running_app
 from tests.fakes.statuspage_api import FakeStatuspage
 from tests.helpers import ROOT, incident_of_alert, rows, wait_until
@@ -626,6 +628,9 @@ MATRIX_TESTS = {
     "Read; add a note": test_reading_is_open_to_all_and_a_note_needs_the_channel,
     # the core decides these (a free role, one's own follow-up): their own scenario tests
     "Give an incident role, change the severity": incident_command_tests.test_who_may_change_what,
+    "Evacuate a region, return, follow it up": evacuation_tests.test_who_may_ask_approve_abort_and_resume_an_evacuation,
+    "Answer a manual runbook step":
+        manual_step_tests.test_posted_in_the_thread_a_non_approver_is_refused_and_the_approvers_done_goes_on,
     "Follow-ups: add, list, mark done, review held":
         followup_tests.test_followups_are_filed_once_listed_closed_by_who_may_and_in_the_postmortem,
 }
@@ -654,6 +659,7 @@ def declared() -> dict[str, str]:
             out[f"/dr {sub.name} {verb}".strip() if verb else f"/dr {sub.name}"] = role
     out.update({b.action_id: b.role for b in BUTTONS})
     out.update({f"form {f.callback_id}": f.role for f in FORMS})
+    out.update({s.action_id: s.role for s in SHORTCUTS})
     return out
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import StatementError
 from sqlmodel import select
 
 from bot.store import create_schema, make_engine, session_scope
+from bot.store.batch import Write, Writes, commit
 from bot.store.db import normalise_url
 from bot.store.models import AuditEntry, ChangeRequest, RequestKind, RequestState
 
@@ -148,3 +149,33 @@ def test_engine_dialect_matches_the_url(db_url, engine):
 )
 def test_normalise_url(url, expected):
     assert normalise_url(url) == expected
+
+
+def _by_action(table, bind):
+    return table.c.action == bind("action")
+
+
+def test_a_batch_is_one_transaction_that_folds_or_inserts_and_says_which(engine):
+    """bot.store.batch on both databases: writes and the final INSERT commit together
+    (one statement on PostgreSQL); an UPDATE that changes no row inserts its ``otherwise``,
+    and the caller learns how many rows were inserted that way."""
+    t = AuditEntry.__table__
+    at = datetime.now(timezone.utc)
+
+    def entry(action: str, detail: str) -> dict:
+        return {"at": at, "actor": "drbot", "actor_name": "drbot", "origin": "system", "action": action,
+                "target": "orders", "detail": detail}
+
+    def once(detail: str) -> tuple[int, int]:
+        writes = Writes()
+        writes.add(Write(t, {"detail": detail}, where=_by_action, params={"action": "progress"},
+                         otherwise=entry("progress", detail)))
+        return commit(engine, writes, Write(t, entry("step", detail)), "id")
+
+    first_id, inserted = once("one")
+    assert inserted == 1  # nothing to fold into: queued
+    second_id, inserted = once("two")
+    assert inserted == 0 and second_id > first_id  # folded into the row the first one inserted
+    with session_scope(engine) as s:
+        rows = s.exec(select(AuditEntry).order_by(AuditEntry.action, AuditEntry.id)).all()
+    assert [(r.action, r.detail) for r in rows] == [("progress", "two"), ("step", "one"), ("step", "two")]

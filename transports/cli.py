@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from bot import oplog, wiring
+from bot.alerts.drain import failed_payloads, retry_failed
 from bot.check import check_config
 from bot.config import ConfigError, load_config
 from bot.evidence import export
@@ -89,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="the database schema: `db current` shows its revision, `db upgrade` upgrades it")
     db.add_argument("action", choices=["current", "upgrade"])
 
+    alerts = with_config(sub.add_parser(
+        "alerts", help="stored alert notifications given up on: `alerts` lists them, `alerts retry ID...|--all` "
+                       "tries them again"))
+    alerts.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    alerts.add_argument("ids", nargs="*", type=int, metavar="ID")
+    alerts.add_argument("--all", action="store_true", help="with retry: every notification given up on")
+
     evidence = with_config(sub.add_parser("evidence", help="write the audit pack of drills, failovers and rollbacks"))
     evidence.add_argument("--since", help="runs started at or after this ISO date/datetime, UTC (default: 90 days ago)")
     evidence.add_argument("--until", help="runs started before this ISO date/datetime, UTC; a date includes that day")
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return _status(services, args.service, args.json)
     if args.cmd == "evidence":
         return export(services, args)
+    if args.cmd == "alerts":
+        return _alerts(services, args)
     if args.cmd == "shell":
         shell = Shell(services, dispatch, user=args.user, click=click)
         recover_interrupted(services)
@@ -169,6 +179,32 @@ def _db(action: str) -> int:
                   + (f"; missing: {', '.join(missing)}" if missing else "; up to date"))
     finally:
         engine.dispose()
+    return EXIT_OK
+
+
+def _alerts(services, args) -> int:
+    if args.action == "list":
+        failed, waiting = failed_payloads(services), services.inbox.waiting()
+        print(f"{waiting['pending']} notification(s) waiting to be processed; {waiting['failed']} given up on"
+              + (":" if failed else "."))
+        for row in failed:
+            print(f"  {row.id}  {row.endpoint}  received {row.received_at:%Y-%m-%d %H:%M:%S} UTC  {row.alerts} alert(s)"
+                  f"  {row.attempts} attempt(s): {row.error[:200]}")
+        return EXIT_OK
+    if bool(args.ids) == args.all:
+        print("drbot: alerts retry needs the IDs of notifications given up on (see `drbot alerts`), or --all",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    moved = retry_failed(services, None if args.all else args.ids)
+    left = sorted(set(args.ids) - set(moved))
+    if moved:
+        print(f"waiting again for the drain: {', '.join(map(str, moved))}")
+    if left:
+        print(f"drbot: not given up on (unknown, waiting or processed already): {', '.join(map(str, left))}",
+              file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    if not moved:
+        print("nothing was given up on: nothing to retry")
     return EXIT_OK
 
 

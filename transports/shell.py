@@ -16,6 +16,7 @@ from bot.incidents import remind_due
 from bot.render import Reply
 from bot.services import Services
 from commands.router import action_for_verb
+from commands.surfaces import home
 
 PROMPT = "{name}> "
 log = logging.getLogger(__name__)
@@ -72,8 +73,8 @@ class ShellMessenger:
     def notify(self, channel: str, user: str, reply: Reply) -> None:
         self.shell.say(reply, prefix=f"  (only {user} sees) ")
 
-    def create_channel(self, name: str) -> tuple[str, str]:
-        self.shell.write_lines([f"  + channel #{name} created"])
+    def create_channel(self, name: str, private: bool = False) -> tuple[str, str]:
+        self.shell.write_lines([f"  + {'private ' if private else ''}channel #{name} created"])
         return f"C{name.upper()}", name
 
     def invite(self, channel: str, users: list[str]) -> None:
@@ -130,6 +131,9 @@ class Shell:
         if m := re.fullmatch(r"as\s+(\S+)", line):
             self.actor = shell_actor(m.group(1))
             self.say(Reply("shell_as", {"actor": self.actor}))
+            return True
+        if line == "home":  # the App Home tab of Slack, as text
+            self.say(home(self.services, self.actor))
             return True
         if self.click and (m := re.fullmatch(r"click\s+([a-z_-]+)\s+#?([\w-]+)", line)):
             verb, value = m.groups()

@@ -32,7 +32,7 @@ from bot.alerts.intake import retried, store
 from bot.alerts.normalise import BadPayload, NormalisedAlert, read
 from bot.oplog import op
 from bot.services import Services
-from bot.store import session_scope
+from bot.store import read_scope, session_scope
 from bot.store.incident_tables import AlertInbox
 
 log = logging.getLogger(__name__)
@@ -249,3 +249,26 @@ class Drain:
                 return True
             time.sleep(0.02)
         return False
+
+
+# -- operators: what was given up, and trying it again ----------------------------------------
+
+def failed_payloads(services: Services, limit: int = 50) -> list[AlertInbox]:
+    """Stored notifications given up after ``MAX_ATTEMPTS`` (or unreadable), newest first."""
+    with read_scope(services.engine) as s:
+        return list(s.exec(select(AlertInbox).where(AlertInbox.state == FAILED)
+                           .order_by(col(AlertInbox.id).desc()).limit(limit)))
+
+
+def retry_failed(services: Services, ids: list[int] | None) -> list[int]:
+    """Given-up notifications (``ids``, or all) back to waiting with their attempts reset,
+    for the drain to try again once their cause is fixed; the IDs moved (only failed ones
+    move: one that is waiting or done is left as it is)."""
+    with session_scope(services.engine) as s:
+        query = update(AlertInbox).where(AlertInbox.state == FAILED)
+        if ids is not None:
+            query = query.where(col(AlertInbox.id).in_(ids))
+        moved = list(s.scalars(query.values(state=PENDING, attempts=0, error="").returning(AlertInbox.id)))
+    for inbox_id in moved:
+        op("alert.payload_retried", inbox_id=inbox_id)
+    return sorted(moved)

@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from bot.actor import Actor
+from bot.alerts import drill_noise
 from bot.alerts.normalise import NormalisedAlert
 from bot.alerts.quiet import tell_if_all_resolved
 from bot.audit import record
@@ -58,6 +59,8 @@ class IngestResult:
     duplicates: int = 0
     changed: int = 0
     unknown_services: list[str] = field(default_factory=list)
+    drill_noise: list[str] = field(default_factory=list)
+    """Fingerprints of alerts taken as drill noise (``alerts.drill_noise_window``)."""
     incidents_opened: list[int] = field(default_factory=list)
     incidents_touched: set[int] = field(default_factory=set)
     queued: bool = False
@@ -193,6 +196,7 @@ def _assign_incidents(services: Services, s: Session, batch: dict[str, _Seen], r
     held = s.exec(select(Incident).where(col(Incident.id).in_(sorted(kept)))).all() if kept else []
     open_ids = {inc.id for inc in held if inc.status is not IncidentStatus.RESOLVED}
     by_service: dict[str, int | None] = {}
+    drills: dict[str, object] = {}
     for fp in sorted(batch):
         one = batch[fp]
         a = one.last
@@ -206,6 +210,13 @@ def _assign_incidents(services: Services, s: Session, batch: dict[str, _Seen], r
             inc = open_incident_of(s, a.service)
             by_service[a.service] = inc.id if inc is not None else None
         if by_service[a.service] is None:
+            if a.service not in drills:
+                drills[a.service] = drill_noise.drill_of(services, s, a.service, services.clock())
+            drill = drills[a.service]
+            if drill is not None:  # expected while the service is drilled: no incident, on the drill's timeline
+                drill_noise.mark(s, drill, one.events)
+                result.drill_noise.append(a.fingerprint)
+                continue
             opener = next((e for e in one.events if e.status == "firing" and _opens(services, e)), None)
             if opener is not None:
                 by_service[a.service] = _open_for(services, s, opener, result)

@@ -287,7 +287,16 @@ def from_sns(envelope: Any, config: Config) -> list[NormalisedAlert]:
     return [from_cloudwatch_sns(envelope, config)]
 
 
-READERS = {"alertmanager": from_alertmanager, "webhook": from_webhook, "sns": from_sns}
+def from_slack_channel(message: Any, config: Config) -> list[NormalisedAlert]:
+    """The alerts of a message in an alert channel, one per matching rule of its channel
+    (``alerts.slack_rules``); none when no rule matches."""
+    if not isinstance(message, dict) or not isinstance(message.get("channel"), str):
+        raise BadPayload("a Slack message needs its channel")
+    return [alert for rule in config.alerts.slack_rules if rule.channel == message["channel"]
+            for alert in [from_slack_message(message, rule, config)] if alert is not None]
+
+
+READERS = {"alertmanager": from_alertmanager, "webhook": from_webhook, "sns": from_sns, "slack": from_slack_channel}
 """The normaliser of each alert endpoint: the webhook validates a payload with it before
 storing it, the drain reads the stored payload with it again."""
 

@@ -55,6 +55,10 @@ class AlertsConfig(Strict):
     }
     """Signal class by regex on the alert name, when the alert carries no 'signal' label."""
     slack_rules: list[SlackAlertRule] = []
+    drill_noise_window: Duration | None = None
+    """Alerts of a service arriving while a drill of it runs, or within this long after the
+    drill ended (``0s``: only while it runs), are drill noise: stored and put on the drill's
+    timeline, they open no incident (and so page nobody). None: off."""
 
 
 class OpenRule(Strict):
@@ -65,7 +69,7 @@ class OpenRule(Strict):
 
 class FollowupsConfig(Strict):
     tracker: str | None = None
-    """A source of kind jira: each follow-up also becomes an issue there, linked back."""
+    """A source of kind jira or github_issues: each follow-up also becomes an issue there, linked back."""
     remind_overdue_every: Duration = timedelta(hours=24)
     """An overdue follow-up's owner is reminded in the incident channel this often."""
 
@@ -78,8 +82,15 @@ class IncidentsConfig(Strict):
     channel_name: str = "inc-{date}-{service}"
     responders: list[str] = []
     """Slack user IDs invited to every incident channel."""
+    private_channels: bool = False
+    """Incident channels are private (conversations.create is_private): only the invited
+    responders and whoever they add see them. Needs the groups:write scope."""
     pin_reaction: str = "pushpin"
     reminder: Duration = timedelta(minutes=15)
+    no_change_updates: Duration | None = None
+    """Post "no change since HH:MM" in an open incident's channel (and on its status-page
+    incident, when published there automatically) after this long without any timeline
+    event, and again at this cadence (``bot/no_change.py``). None: never."""
     severity_for: dict[str, IncidentSeverity] = {"critical": "sev2", "warning": "sev3", "info": "sev4"}
     roles: list[Name] = Field(default=["commander", "communications", "scribe"], min_length=1)
     """The roles of an incident, each held by one person (``/dr incident role``, Claim)."""

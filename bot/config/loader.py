@@ -20,10 +20,12 @@ from pydantic import BaseModel, ValidationError
 from bot.config.models import Config
 from bot.config.dependencies import check_dependencies
 from bot.config.paging import check_paging
-from bot.config.runbooks import drill_notes
+from bot.config.runbooks import drill_notes, ramp_problem
 from bot.config.salvage import renumber, salvage
+from bot.config.streams import check_streams, stream_notes
 from integrations import registry
-from integrations.base import ARCHIVE, DATABASE, HEALTH, LAG, STATUS, TRACKER, TRAFFIC, BackendOptions
+from integrations.base import ARCHIVE, BACKUP, DATABASE, HEALTH, STATUS, TRACKER, TRAFFIC, WEIGHTS, BackendOptions
+from integrations.steps import HTTP_CALL
 
 Loc = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -324,14 +326,13 @@ def _check_references(config: Config, options: dict[str, BackendOptions],
                 out.append((loc + (key,), f"{region!r} is not one of the regions ({', '.join(config.regions)})"))
         if svc.active == svc.standby:
             out.append((loc + ("standby",), "standby must differ from the active region"))
-        if svc.lag is not None:
-            if (msg := capable(svc.lag.source, LAG)):
-                out.append((loc + ("lag", "source"), msg))
-            warning, critical = svc.thresholds()
-            if warning >= critical:
-                out.append((loc + ("lag", "warning"), "warning must be below critical"))
-            if critical > svc.rpo:
-                out.append((loc + ("lag", "critical"), "critical is above the RPO; lag past the RPO must not count as ready"))
+        out += check_streams(config, options, svc, loc, capable)
+        for j, backup in enumerate(svc.backups):
+            if (msg := capable(backup.source, BACKUP)):
+                out.append((loc + ("backups", j, "source"), msg))
+            elif backup.source in options and (why := registry.backend_class(
+                    config.sources[backup.source].kind).check_target(backup.target)):
+                out.append((loc + ("backups", j, "target"), why))
         for region, source in svc.health.items():
             if region not in (svc.active, svc.standby):
                 out.append((loc + ("health", region), f"{region!r} is neither the active nor the standby region of {svc.name}"))
@@ -341,7 +342,7 @@ def _check_references(config: Config, options: dict[str, BackendOptions],
             control = getattr(svc, key)
             if control is not None and (msg := capable(control.source, capability)):
                 out.append((loc + (key, "source"), msg))
-        out += _check_runbooks(svc, loc, capable)
+        out += _check_runbooks(svc, loc, capable, config.sources, options)
         for j, schedule in enumerate(svc.drills):
             if schedule.scenario not in svc.runbooks.drill:
                 out.append((loc + ("drills", j, "scenario"), f"{svc.name} has no drill scenario "
@@ -350,16 +351,17 @@ def _check_references(config: Config, options: dict[str, BackendOptions],
 
 
 def _notes(config: Config) -> list[tuple[Loc, str]]:
-    """Notes, not problems: what each drill scenario can prove (bot.config.runbooks)."""
-    out: list[tuple[Loc, str]] = []
+    """Notes, not problems: what each drill scenario can prove (bot.config.runbooks), and
+    stream thresholds above the RPO (bot.config.streams)."""
+    out: list[tuple[Loc, str]] = stream_notes(config)
     for i, svc in enumerate(config.services):
         for name, steps in svc.runbooks.drill.items():
             out += [(("services", i, "runbooks", "drill", name) + sub, msg) for sub, msg in drill_notes(name, steps)]
     return out
 
 
-def _check_runbooks(svc, loc: Loc, capable) -> list[tuple[Loc, str]]:
-    """Every step's backend exists and can do the step's action."""
+def _check_runbooks(svc, loc: Loc, capable, sources, options) -> list[tuple[Loc, str]]:
+    """Every step's backend exists and can do the step's action (a ``ramp``: split traffic by weight)."""
     out: list[tuple[Loc, str]] = []
     books = svc.runbooks
     named = [("failover", books.failover), ("failback", books.failback)]
@@ -370,7 +372,7 @@ def _check_runbooks(svc, loc: Loc, capable) -> list[tuple[Loc, str]]:
             for part, action, source in (((), step.action, step.source),
                                          (("rollback",), step.rollback.action if step.rollback else None,
                                           step.rollback.source if step.rollback else None)):
-                if action is None or action in ("check", "wait"):
+                if action is None or action in ("check", "wait", "manual"):
                     continue
                 capability = action.split(".")[0]
                 own = capability in (TRAFFIC, DATABASE)  # other step kinds always name their source
@@ -384,4 +386,12 @@ def _check_runbooks(svc, loc: Loc, capable) -> list[tuple[Loc, str]]:
                                 if own else f"{action} needs a source: name a source of kind {capability} here"))
                 elif (msg := capable(name, capability)):
                     out.append((key_loc + (i,) + part + ("source",), msg))
+                elif not part and step.ramp is not None and (msg := ramp_problem(
+                        name, capable(name, WEIGHTS), sources[name].kind if name in options else None,
+                        options.get(name))):
+                    out.append((key_loc + (i, "ramp"), msg))
+            check = step.ramp.verify.http if step.ramp is not None and step.ramp.verify is not None else None
+            if check is not None and (msg := capable(check.source, HTTP_CALL)):
+                out.append((key_loc + (i, "ramp", "verify", "http", "source"), msg))
     return out
+

@@ -7,10 +7,12 @@ from __future__ import annotations
 import difflib
 from typing import Literal
 
+from datetime import timedelta
+
 from pydantic import Field, SecretStr, field_validator
 
 from bot.config.incidents import IncidentSeverity
-from bot.config.models_base import Name, Strict
+from bot.config.models_base import Duration, Name, SlackId, Strict
 from integrations import registry
 from integrations.base import PAGER
 from integrations.pager.opsgenie import Responder
@@ -42,6 +44,16 @@ class PagingTarget(Strict):
         return value
 
 
+class OnCallSchedule(Strict):
+    """A pager schedule whose current on-call person can fill an ``on_call`` approval slot."""
+
+    source: str | None = None
+    """A source of kind pagerduty (needs its ``api_token``) or opsgenie; default: ``paging.source``."""
+    schedule: str = Field(min_length=1)
+    """PagerDuty: the schedule's ID (``P1ABC23``); Opsgenie: its name or id."""
+    description: str = ""
+
+
 class PagingConfig(Strict):
     source: str
     """The pager of incidents: a source of kind pagerduty or opsgenie."""
@@ -54,6 +66,12 @@ class PagingConfig(Strict):
     """Token Opsgenie's webhook sends in ``X-Drbot-Token``; unset: ``POST /pager/opsgenie`` is off."""
     requests_per_second: float = Field(default=2.0, gt=0, le=50)
     """Pace of requests to each pager source, shared by every replica."""
+    schedules: dict[Name, OnCallSchedule] = {}
+    """Named on-call schedules, for ``approvals.slots[].on_call``."""
+    people: dict[str, SlackId] = {}
+    """Pager identity (PagerDuty user e-mail, Opsgenie username) -> Slack user ID: who on call is who in Slack."""
+    on_call_cache: Duration = timedelta(seconds=60)
+    """How long a schedule's on-call read is reused before the pager is asked again."""
 
 
 def _hint(word: str, choices) -> str:
@@ -77,13 +95,47 @@ def _pager(config, name: str, broken) -> str | None:
     return None
 
 
+def _slot_lists(config):
+    """(location, slots) of every ``approvals.slots`` in the file."""
+    yield ("approvals", "slots"), config.approvals.slots
+    for i, svc in enumerate(config.services):
+        if svc.approvals is not None and svc.approvals.slots is not None:
+            yield ("services", i, "approvals", "slots"), svc.approvals.slots
+    if config.evacuation.approvals is not None and config.evacuation.approvals.slots is not None:
+        yield ("evacuation", "approvals", "slots"), config.evacuation.approvals.slots
+
+
+def check_slots(config) -> list[tuple[Loc, str]]:
+    """Every ``on_call`` slot names a schedule of ``paging.schedules``."""
+    paging: PagingConfig | None = getattr(config, "paging", None)
+    known = paging.schedules if paging is not None else {}
+    out: list[tuple[Loc, str]] = []
+    for loc, slots in _slot_lists(config):
+        for i, slot in enumerate(slots):
+            if slot.on_call is not None and slot.on_call not in known:
+                where = "paging.schedules" if paging is not None else "paging.schedules (and paging itself)"
+                out.append((loc + (i, "on_call"), f"no on-call schedule named {slot.on_call!r}"
+                                                  f"{_hint(slot.on_call, known)}: declare it under {where}"))
+    return out
+
+
 def check_paging(config, broken=frozenset()) -> list[tuple[Loc, str]]:
     """The pagers exist and can page; targets route somewhere their pager understands;
-    routing_keys name services. ``broken``: sources whose own spec is invalid (reported)."""
+    routing_keys name services; on-call slots name schedules that a pager can read.
+    ``broken``: sources whose own spec is invalid (reported)."""
     paging: PagingConfig | None = getattr(config, "paging", None)
     if paging is None:
-        return []
-    out: list[tuple[Loc, str]] = []
+        return check_slots(config)
+    out: list[tuple[Loc, str]] = check_slots(config)
+    for name, sched in paging.schedules.items():
+        source = sched.source or paging.source
+        if sched.source is not None and (msg := _pager(config, sched.source, broken)):
+            out.append((("paging", "schedules", name, "source"), msg))
+            continue
+        spec = config.sources.get(source)
+        if spec is not None and spec.kind == "pagerduty" and not spec.options.get("api_token"):
+            out.append((("paging", "schedules", name), f"source {source!r} (pagerduty) has no api_token: "
+                                                       "reading a schedule needs a REST API key"))
     names = config.service_names
     if (msg := _pager(config, paging.source, broken)):
         out.append((("paging", "source"), msg))

@@ -8,20 +8,25 @@ from typing import Any, Literal, get_args
 from pydantic import Field, model_validator
 
 from bot.config.models_base import Duration, Strict
-from bot.config.step_specs import ArgoSpec, Condition, HttpSpec, KubernetesSpec, Side, SsmSpec, WaitSpec
+from bot.durations import format_duration
+from bot.config.step_specs import (
+    ArgoSpec, Condition, HttpSpec, KubernetesSpec, ManualSpec, RampSpec, Side, SsmSpec, WaitSpec,
+)
 
 Action = Literal["traffic.shift", "database.promote", "database.switchover", "database.failover", "check",
                  "http", "wait", "kubernetes.scale", "kubernetes.patch", "kubernetes.restart",
-                 "argo_workflow", "aws_ssm"]
+                 "argo_workflow", "aws_ssm", "manual"]
 ACTIONS = get_args(Action)
 UndoAction = Literal["traffic.shift", "database.promote", "database.switchover", "http", "kubernetes.scale",
                      "kubernetes.patch", "kubernetes.restart", "argo_workflow", "aws_ssm"]
 """What can undo a step: a check, a wait or a data-losing failover cannot undo anything."""
-SPEC_KEYS = ("http", "wait", "kubernetes", "argo_workflow", "aws_ssm")
+SPEC_KEYS = ("http", "wait", "kubernetes", "argo_workflow", "aws_ssm", "manual")
 """Actions whose options live under the key named like their capability."""
 MOVES = {"traffic.shift": "traffic", "database.promote": "writer", "database.switchover": "writer",
          "database.failover": "writer"}
 """The actions that move something a drill must move to prove a failover, and what they move."""
+MANUAL_TIMEOUT = timedelta(hours=1)
+"""The default ``timeout`` of a ``manual`` step."""
 
 
 class Verify(Condition):
@@ -104,6 +109,24 @@ class Rollback(KindOptions):
         return Step.model_construct(**fields)  # validated as a rollback; replicas may be unknown
 
 
+RESTORE_ACTIONS = ("argo_workflow", "aws_ssm", "http")
+"""Actions that can restore a backup (a workflow, an automation, an internal tool's API)."""
+
+
+class Restore(Strict):
+    """Marks the step that restores a backup: its drill scenario is a restore test
+    (bot/restore_drill.py), reported with what was restored, from which backup, how long
+    it took and whether the checks passed."""
+
+    backup: str = Field(min_length=1)
+    """The name of an entry of the service's ``backups:``."""
+    backup_id: str | None = None
+    """The step's output that names the backup it restored (an Argo output parameter, an SSM
+    output ``Step.Name``); unset: the report says which backup was newest then is unknown."""
+    backup_time: str | None = None
+    """The step's output that says when that backup was taken (ISO-8601 or Unix seconds)."""
+
+
 class Step(KindOptions):
     name: str = Field(min_length=1, max_length=120)
     action: Action
@@ -115,11 +138,43 @@ class Step(KindOptions):
     timeout: Duration = timedelta(minutes=10)
     verify: Verify | None = None
     rollback: Rollback | None = None
+    """A ``traffic.shift`` with ``ramp`` defaults to ``{action: traffic.shift}``: all the traffic back."""
     wait: WaitSpec | None = None
+    ramp: RampSpec | None = None
+    """``traffic.shift`` only: move the traffic in stages through the source's weights (bot/ramp.py)."""
+    manual: ManualSpec | None = None
+    """A ``manual`` step: what a person does, and who besides the run's approvers may answer."""
+    restore: Restore | None = None
+    """This step restores a backup: its drill scenario is a restore test (docs/config.md)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _manual_timeout(cls, data: Any) -> Any:
+        """A person gets an hour unless the step says otherwise (other steps: 10 minutes)."""
+        if isinstance(data, dict) and data.get("action") == "manual" and "timeout" not in data:
+            return data | {"timeout": MANUAL_TIMEOUT}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ramp_rollback(cls, data: Any) -> Any:
+        """A ramp can always be undone: all the traffic back to the source, unless it says otherwise."""
+        if isinstance(data, dict) and data.get("ramp") is not None and data.get("action") == "traffic.shift" \
+                and "rollback" not in data:
+            return data | {"rollback": {"action": "traffic.shift"}}
+        return data
 
     @model_validator(mode="after")
     def _coherent(self) -> "Step":
         self._kind_options(self.action)
+        if self.ramp is not None and self.action != "traffic.shift":
+            raise ValueError(f"ramp only applies to traffic.shift, not {self.action}")
+        if self.ramp is not None and self.ramp.held >= self.timeout:
+            raise ValueError(f"the ramp holds its stages for {format_duration(self.ramp.held)} in all, not less "
+                             f"than the step's timeout ({format_duration(self.timeout)}): raise timeout")
+        if self.restore is not None and self.action not in RESTORE_ACTIONS:
+            raise ValueError(f"restore marks a step that restores a backup ({', '.join(RESTORE_ACTIONS)}), "
+                             f"not {self.action}")
         if self.action == "check" and self.verify is None:
             raise ValueError("a 'check' step needs a verify")
         if self.allow_data_loss and self.action != "database.failover":
@@ -131,7 +186,7 @@ class Step(KindOptions):
 
     @property
     def capability(self) -> str | None:
-        return None if self.action in ("check", "wait") else self.action.split(".")[0]
+        return None if self.action in ("check", "wait", "manual") else self.action.split(".")[0]
 
     @property
     def moves(self) -> str | None:
@@ -170,6 +225,9 @@ def confirmed_by(steps: list[Step], i: int) -> int | None:
 def drill_notes(scenario: str, steps: list[Step]) -> list[tuple[tuple[int, ...], str]]:
     """What a drill scenario can prove, said at load time: a scenario of checks only is
     recorded as a check; a move that no verify reads back cannot make a drill pass."""
+    if not any(st.moves for st in steps) and any(st.restore is not None for st in steps):
+        return [((), f"drill scenario {scenario!r} is a restore test: its runs are reported as restore tests "
+                     "(restore_test_max_age), recorded as checks, and do not refresh drill_max_age")]
     if not any(st.moves for st in steps):
         return [((), f"drill scenario {scenario!r} has only check steps: its runs are recorded as checks, "
                      "never pass as a drill and do not refresh drill_max_age; add a step that moves traffic "
@@ -182,3 +240,22 @@ def drill_notes(scenario: str, steps: list[Step]) -> list[tuple[tuple[int, ...],
             out.append(((i,), f"{st.action} to {st.to} is not read back by any verify ({key}: {st.to} on this "
                               "step or a later one): this move cannot make the drill pass"))
     return out
+
+
+RAMP_SOURCES = ("route53_failover with policy: weighted, global_accelerator, cloudflare_lb with mode: weights, "
+                "or sandbox")
+WEIGHTED_BY = {"route53_failover": ("policy", "weighted"), "cloudflare_lb": ("mode", "weights")}
+"""Kinds that split traffic by weight only with one option set: kind -> (option, value)."""
+
+
+def ramp_problem(source: str, weighs: str | None, kind: str | None, options: Any) -> str | None:
+    """Why the step's ``ramp`` cannot run through ``source``, or None. ``weighs``: the
+    loader's answer to whether the source has the capability WEIGHTS (None: it has, or its
+    own problem is already reported); ``kind``/``options``: the source's, None when broken."""
+    if weighs:
+        return f"{weighs}: a ramp needs a source that splits traffic by weight ({RAMP_SOURCES})"
+    option, value = WEIGHTED_BY.get(kind or "", (None, None))
+    if option is None or options is None or getattr(options, option, value) == value:
+        return None
+    return (f"source {source!r} (kind {kind}) has {option}: {getattr(options, option)}, which moves traffic all "
+            f"at once; a ramp needs {option}: {value} on it")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from bot.config.models_base import Duration, Strict
+from bot.config.models_base import Duration, SlackId, Strict
 from integrations.steps import json_check
 
 RUN_VARS = ("service", "kind", "from_region", "to_region", "region", "request_id")
@@ -60,20 +60,13 @@ class Templated(Strict):
         return check_vars(data)
 
 
-class HttpSpec(Templated):
-    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "GET"
-    url: str = Field(min_length=1)
-    """An absolute http(s) URL, or a path joined to the source's base_url."""
+class _Answered(Templated):
+    """An HTTP call whose answer is checked: its status, and an assertion on its JSON."""
+
     headers: dict[str, str] = {}
-    body: dict[str, Any] | list[Any] | str | None = None
-    """A mapping or list is sent as JSON; text as given."""
     expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
     expect: str | None = None
     """An assertion on the JSON answer, e.g. ``data.state == "on"``."""
-    retries: int = Field(default=3, ge=0, le=10)
-    """Further tries after a 5xx, a 429 or no answer, within the step's timeout."""
-    backoff: Duration = timedelta(seconds=1)
-    """The first pause between tries; doubled each time (a Retry-After wins)."""
 
     @field_validator("expect")
     @classmethod
@@ -81,6 +74,18 @@ class HttpSpec(Templated):
         if value is not None:
             json_check.parse(value)
         return value
+
+
+class HttpSpec(_Answered):
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    url: str = Field(min_length=1)
+    """An absolute http(s) URL, or a path joined to the source's base_url."""
+    body: dict[str, Any] | list[Any] | str | None = None
+    """A mapping or list is sent as JSON; text as given."""
+    retries: int = Field(default=3, ge=0, le=10)
+    """Further tries after a 5xx, a 429 or no answer, within the step's timeout."""
+    backoff: Duration = timedelta(seconds=1)
+    """The first pause between tries; doubled each time (a Retry-After wins)."""
 
 
 class Condition(Strict):
@@ -101,6 +106,30 @@ class Condition(Strict):
         return self
 
 
+class HttpCheck(_Answered):
+    """An HTTP check read as a condition (a ramp's ``verify``): one GET or HEAD through an
+    ``http`` source, whose answer must have an expected status and pass ``expect``."""
+
+    source: str = Field(min_length=1)
+    """A source of kind ``http`` (its base_url, headers and TLS apply)."""
+    method: Literal["GET", "HEAD"] = "GET"
+    url: str = Field(min_length=1)
+    """An absolute http(s) URL, or a path joined to the source's base_url; run variables allowed."""
+
+
+class RampVerify(Condition):
+    """A ramp's verify: a condition, which may also call an HTTP check."""
+
+    http: HttpCheck | None = None
+    """Read with the rest: an unexpected status, a failed ``expect`` or no answer fails it."""
+
+    @model_validator(mode="after")
+    def _something(self) -> "RampVerify":  # replaces Condition's: http alone is enough here
+        if not any((self.healthy, self.lag_below, self.traffic_in, self.writer_in, self.http)):
+            raise ValueError("a ramp's verify needs at least one of healthy, lag_below, writer_in, http")
+        return self
+
+
 class WaitSpec(Strict):
     duration: Duration | None = None
     """Wait this long, then succeed."""
@@ -118,6 +147,55 @@ class WaitSpec(Strict):
         if self.hold and self.until is None:
             raise ValueError("hold only applies with until")
         return self
+
+
+class RampStage(Strict):
+    percent: float = Field(gt=0, le=100)
+    """The share of the traffic the step's region takes at this stage; the region it moves
+    from takes the rest."""
+    hold: Duration | None = None
+    """How long this stage holds before the next; default: the ramp's ``hold``."""
+
+
+class RampSpec(Strict):
+    """A traffic shift in stages (``traffic.shift`` with ``ramp:``), through the traffic
+    source's weights: e.g. 5 %, then 50 %, then 100 %, each held with its verify read."""
+
+    stages: list[RampStage] = Field(min_length=1)
+    """Percentages, rising, ending at 100: ``[5, 50, 100]``, or ``{percent: 5, hold: 10m}`` items."""
+    hold: Duration = timedelta(minutes=5)
+    """How long each stage but the last holds before the next."""
+    verify: RampVerify | None = None
+    """Read through each hold every ``interval``: the first read that fails stops the ramp."""
+    interval: Duration = timedelta(seconds=15)
+    """Pause between reads of ``verify`` during a hold."""
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"percent": v} if isinstance(v, (int, float)) and not isinstance(v, bool) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _rising(self) -> "RampSpec":
+        percents = [st.percent for st in self.stages]
+        if any(b <= a for a, b in zip(percents, percents[1:])):
+            raise ValueError(f"stages must rise: {', '.join(f'{p:g}' for p in percents)}")
+        if percents[-1] != 100:
+            raise ValueError(f"the last stage must be 100 (all the traffic), not {percents[-1]:g}")
+        if self.verify is not None and self.verify.traffic_in:
+            raise ValueError("a ramp's verify cannot read traffic_in: traffic is split between the stages "
+                             "(read it in the step's own verify, after the last stage)")
+        return self
+
+    def hold_of(self, stage: RampStage) -> timedelta:
+        return stage.hold if stage.hold is not None else self.hold
+
+    @property
+    def held(self) -> timedelta:
+        """The holds of every stage but the last: the least time the ramp takes."""
+        return sum((self.hold_of(st) for st in self.stages[:-1]), timedelta(0))
 
 
 class KubernetesSpec(Templated):
@@ -160,3 +238,12 @@ class SsmSpec(Templated):
         if isinstance(value, dict):
             return {k: v if isinstance(v, list) else [v] for k, v in value.items()}
         return value
+
+
+class ManualSpec(Templated):
+    """A step a person does: posted in the run's thread with Done and Failed buttons."""
+
+    text: str = Field(min_length=1, max_length=2000)
+    """What the person does (mrkdwn; run variables allowed)."""
+    approvers: list[SlackId] = []
+    """Besides the run's approvers: Slack users (U..., W...) and user groups (S...) who may answer."""

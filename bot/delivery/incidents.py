@@ -53,7 +53,7 @@ def deliver_channel(services: Services, ev: IncidentChannel, _prepared, _item: i
     if not inc.channel_id:
         name = cfg.channel_name.format(date=inc.opened_at.strftime("%Y-%m-%d"), id=inc.id,
                                        service="-".join(services_of(inc))[:40] or "incident")
-        inc.channel_id, inc.channel_name = m.create_channel(_channel_name(name))
+        inc.channel_id, inc.channel_name = m.create_channel(_channel_name(name), private=cfg.private_channels)
         with session_scope(services.engine) as s:  # at once: a retry must not create another
             row = s.get(Incident, inc.id)
             row.channel_id, row.channel_name = inc.channel_id, inc.channel_name

@@ -7,6 +7,9 @@ from bot import events as ev
 from bot.alerts import batches
 from bot.config import Config
 from bot.delivery import archive, drills, failback, followups, incidents, notices, pages, quiet, requests, statuspage
+from bot.delivery import evacuation
+from bot.delivery import manual_steps
+from bot.delivery import oncall
 from bot.outbox.kinds import Kind
 from bot.outbox.pacing import Limit
 
@@ -52,6 +55,11 @@ KINDS: tuple[Kind, ...] = (
     Kind(ev.PageSend, pages.deliver_page, max_attempts=PAGE_ATTEMPTS, give_up=pages.page_given_up),
     Kind(ev.PageNotice, pages.deliver_notice),
     Kind(ev.FailbackSuggestion, failback.deliver_suggestion),
+    Kind(ev.EvacuationBoard, evacuation.deliver_board, evacuation.prepare_board),
+    Kind(ev.EvacuationNote, requests.deliver_post, evacuation.prepare_note),
+    Kind(ev.ManualStepMessage, manual_steps.deliver, manual_steps.prepare),
+    Kind(ev.ApprovalRelaxed, oncall.deliver_relaxed),
+    Kind(ev.NoChangeUpdate, oncall.deliver_no_change),
 )
 
 

@@ -25,6 +25,7 @@ from bot.events.changes import (
     RequestEvent, RequestMessage, RunProgress, DrillReport, RunInterrupted, BreakGlassNotice,
     RequestWithdrawn, DrillPost, DrillMaintenance, DrillMaintenanceMoved, DrillMaintenanceCancelled,
 )
+from bot.events.evacuations import EvacuationBoard, EvacuationNote
 from bot.events.incidents import (
     IncidentEvent, IncidentChannel, IncidentAlerts, FailoverSuggestion, StatuspagePreview, IncidentReminder,
     IncidentSummary, CommanderMissing, IncidentResolved, UnknownAlert, StatuspagePublish, ArchivePostmortem,
@@ -34,6 +35,8 @@ from bot.events.incidents import (
 from bot.events.notices import (
     ReadinessChange, WeeklyDigest, PageSend, PageNotice, FailbackSuggestion,
 )
+from bot.events.manual_steps import ManualStepMessage
+from bot.events.oncall import ApprovalRelaxed, NoChangeUpdate
 
 EVENTS: tuple[type[Event], ...] = (
     RequestMessage, RunProgress, DrillReport, RunInterrupted, BreakGlassNotice, RequestWithdrawn, DrillPost,
@@ -41,7 +44,9 @@ EVENTS: tuple[type[Event], ...] = (
     IncidentReminder, IncidentSummary, CommanderMissing, FollowupIssue, ReviewReminder, FollowupsOverdue,
     OpsUpdate, StatuspageLinked, IncidentResolved, UnknownAlert, StatuspagePublish, ArchivePostmortem,
     ReadinessChange, WeeklyDigest, DrillMaintenanceMoved, DrillMaintenanceCancelled, IncidentAlertsResolved,
-    AlertBatch, PageSend, PageNotice, FailbackSuggestion,
+    AlertBatch, PageSend, PageNotice, FailbackSuggestion, ManualStepMessage,
+    ApprovalRelaxed, NoChangeUpdate,
+    EvacuationBoard, EvacuationNote,
 )
 BY_KIND: dict[str, type[Event]] = {e.KIND: e for e in EVENTS}
 

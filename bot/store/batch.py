@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import Engine, Table, bindparam, exists, insert, select
+from sqlalchemy import Engine, Table, bindparam, exists, func, insert, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session
@@ -100,47 +100,54 @@ class Writes:
     def add(self, write: Write) -> None:
         self.items.append(write)
 
-    def run(self, session: Session) -> None:
-        """One by one in the caller's transaction (any database)."""
-        dialect = session.get_bind().dialect.name
+    def run(self, session: Session) -> int:
+        """One by one in the caller's transaction (any database); how many rows the
+        ``otherwise`` of a write inserted (an UPDATE that changed none)."""
+        dialect, inserted = session.get_bind().dialect.name, 0
         for w in self.items:
             key = ("one", dialect, *w.shape())
             statements = _built(key, lambda: _statements(w, "", dialect))
             params = w.values if not (w.params or w.otherwise) else _params(w, "")
             changed = session.execute(statements[0], params).rowcount
             if len(statements) == 2 and not changed:
-                session.execute(statements[1], params)
+                inserted += session.execute(statements[1], params).rowcount
+        return inserted
 
     def _joined(self, final: Write, returning: str):
         """The writes as CTEs of ``final`` (an INSERT) returning ``returning`` (PostgreSQL)."""
         def build():
-            ctes = []
+            ctes, queued = [], []
             for n, w in enumerate(self.items):
                 statements = _statements(w, f"w{n}_", "postgresql")
                 if len(statements) == 1:
                     ctes.append(statements[0].cte(f"w{n}"))
                     continue
                 update, fallback = statements
-                folded = update.returning(next(iter(w.table.primary_key.columns))).cte(f"w{n}_folded")
+                key = next(iter(w.table.primary_key.columns))
+                folded = update.returning(key).cte(f"w{n}_folded")
                 row = select(*(_bind(w.table, f"w{n}_i_", c) for c in w.otherwise))
-                ctes += [folded, insert(w.table).from_select(list(w.otherwise), row.where(~exists(folded.select())))
-                         .cte(f"w{n}_queued")]
+                queued.append(insert(w.table).from_select(list(w.otherwise), row.where(~exists(folded.select())))
+                              .returning(key).cte(f"w{n}_queued"))
+                ctes += [folded, queued[-1]]
+            inserted = sum((select(func.count()).select_from(q).scalar_subquery() for q in queued), literal(0))
             last = _statements(final, "f_", "postgresql")[0]
-            return last.returning(final.table.c[returning]).add_cte(*ctes)
+            return last.returning(final.table.c[returning], inserted).add_cte(*ctes)
         return _built(("joined", *(w.shape() for w in self.items), final.shape(), returning), build)
 
 
-def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> Any:
-    """``writes`` and the INSERT ``final`` in one transaction; the value of the column
-    ``returning`` of the row ``final`` inserted."""
+def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tuple[Any, int]:
+    """``writes`` and the INSERT ``final`` in one transaction: the value of the column
+    ``returning`` of the row ``final`` inserted, and how many rows the writes' ``otherwise``
+    inserted (e.g. an outbox item queued, not folded into an undelivered one)."""
     if engine.dialect.name == "postgresql":
         params = {k: v for n, w in enumerate(writes.items) for k, v in _params(w, f"w{n}_").items()}
         params.update(_params(final, "f_"))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return conn.execute(writes._joined(final, returning), params).scalar_one()
+            value, inserted = conn.execute(writes._joined(final, returning), params).one()
+            return value, int(inserted)
     with session_scope(engine) as s:
-        writes.run(s)
+        inserted = writes.run(s)
         last = _built(("final", final.shape(), returning),
                       lambda: _statements(final, "", "sqlite")[0].returning(final.table.c[returning]))
-        return s.execute(last, _params(final, "")).scalar_one()
+        return s.execute(last, _params(final, "")).scalar_one(), inserted
 

@@ -33,6 +33,10 @@ class RequestKind(str, enum.Enum):
     RESUME = "resume"
     DRILL_SKIP = "drill_skip"
     DRILL_POSTPONE = "drill_postpone"
+    EVACUATE = "evacuate"
+    """A region evacuation: its services run as child requests (bot.evacuation)."""
+    RETURN = "return"
+    """The return of an evacuated region's services (failbacks, reverse dependency order)."""
 
 
 class RequestState(str, enum.Enum):
@@ -159,6 +163,12 @@ class Approval(SQLModel, table=True):
     approver_name: str = ""
     approve: bool = True
     at: datetime = _at(default_factory=utcnow)
+    slot: str = ""
+    """The approval slot (``approvals.slots``) this approval filled; empty without slots and for a denial."""
+
+
+Index("uq_approval_slot", Approval.__table__.c.request_id, Approval.__table__.c.slot, unique=True,
+      sqlite_where=Approval.__table__.c.slot != "", postgresql_where=Approval.__table__.c.slot != "")
 
 
 class Run(SQLModel, table=True):

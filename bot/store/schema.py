@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 import migrations
-from bot.store import command_tables, drill_tables, failback_tables, incident_tables, models  # noqa: F401  (registers the tables)
+from bot.store import command_tables, drill_tables, evacuation_tables, failback_tables, incident_tables, models  # noqa: F401  (registers the tables)
 
 metadata = SQLModel.metadata
 BASELINE = "0001_baseline"

@@ -5,7 +5,13 @@ Typical metrics and their units (set ``unit`` to what the metric publishes):
 - ``AWS/RDS AuroraGlobalDBReplicationLag`` {DBClusterIdentifier}: milliseconds (``ms``)
 - ``AWS/RDS ReplicaLag`` {DBInstanceIdentifier}: seconds; -1 when replication is not
   running (set ``stopped_value: -1``)
-- ``AWS/S3 ReplicationLatency`` {SourceBucket, DestinationBucket, RuleId}: seconds
+- S3 Cross-Region Replication, ``AWS/S3`` {SourceBucket, DestinationBucket, RuleId}:
+  ``ReplicationLatency`` (seconds), ``OperationsPendingReplication`` (objects),
+  ``BytesPendingReplication`` (bytes). One source can serve all three: each replication
+  stream names its metric as ``target`` and declares its unit.
+
+A replication stream's ``target`` replaces ``metric``; a stream in a unit other than
+seconds reads the value as it is (``unit: ms`` converts seconds streams only).
 
 The reading is the newest datapoint of ``statistic`` per ``period`` within the last
 ``window`` seconds, converted to seconds. ``observed_at`` is that datapoint's timestamp
@@ -43,7 +49,9 @@ class CloudWatchOptions(BackendOptions):
     region: str
     endpoint_url: str | None = None
     namespace: str
-    metric: str
+    metric: str | None = None
+    """The metric name; a replication stream's ``target`` replaces it. Required unless every
+    stream reading the source has a ``target``."""
     dimensions: dict[str, str] = {}
     statistic: Literal["Average", "Maximum", "Minimum", "Sum", "SampleCount"] = "Maximum"
     unit: Literal["ms", "s"] = "s"
@@ -79,9 +87,15 @@ class CloudWatchLag(AwsBackend):
         inner = ", ".join(f"{k}={v}" for k, v in self.options.dimensions.items())
         return "{" + inner + "}"
 
-    def describe(self) -> str:
+    def describe(self, metric: str | None = None) -> str:
         o = self.options
-        return f"CloudWatch {o.namespace} {o.metric} {self._dims_text()} in {o.region}"
+        return f"CloudWatch {o.namespace} {metric or o.metric or '(every metric)'} {self._dims_text()} in {o.region}"
+
+    @classmethod
+    def lag_target_problem(cls, options: CloudWatchOptions, target: str | None, unit: str) -> str | None:
+        if target is None and options.metric is None:
+            return "the cloudwatch source has no metric: set target to this stream's metric name (or metric on the source)"
+        return None
 
     def _dimensions(self) -> list[dict[str, str]]:
         return [{"Name": k, "Value": v} for k, v in self.options.dimensions.items()]
@@ -96,10 +110,16 @@ class CloudWatchLag(AwsBackend):
         datapoints oldest first (datapoints equal to ``stopped_value`` are left out of
         the history, since they are not a lag)."""
         o = self.options
-        points = self._datapoints()
+        metric = target.query or o.metric
+        if not metric:
+            raise IntegrationError(f"{self.name}: no metric to read: set metric on the source or target on "
+                                   f"the stream.", ErrorKind.PERMANENT)
+        scale = self._to_seconds if target.unit == "seconds" else float
+        unit = o.unit if target.unit == "seconds" else target.unit
+        points = self._datapoints(metric)
         if not points:
             raise IntegrationError(
-                f"{self.name}: no data points for {o.namespace} {o.metric} "
+                f"{self.name}: no data points for {o.namespace} {metric} "
                 f"{self._dims_text()} in {o.region} in the last {format_span(o.window)}. "
                 f"Check the namespace, metric name and dimensions (drbot check-config "
                 f"tells whether the metric exists), and that it is still published.",
@@ -107,17 +127,17 @@ class CloudWatchLag(AwsBackend):
         at, raw = points[-1]
         samples: tuple[LagSample, ...] = ()
         if history:
-            samples = tuple(LagSample(t, self._to_seconds(v)) for t, v in points
+            samples = tuple(LagSample(t, scale(v)) for t, v in points
                             if o.stopped_value is None or v != o.stopped_value)
-        where = f"{o.statistic} of {o.metric} per {format_span(o.period)}"
+        where = f"{o.statistic} of {metric} per {format_span(o.period)}"
         if o.stopped_value is not None and raw == o.stopped_value:
             return LagReading(seconds=None, observed_at=at, replicating=False,
-                              history=samples,
+                              history=samples, unit=target.unit,
                               detail=f"{where} is {raw:g}: replication is not running")
-        return LagReading(seconds=self._to_seconds(raw), observed_at=at, history=samples,
-                          detail=f"{where}: {raw:g} {o.unit}")
+        return LagReading(seconds=scale(raw), observed_at=at, history=samples,
+                          detail=f"{where}: {raw:g} {unit}", unit=target.unit)
 
-    def _datapoints(self) -> list[tuple[datetime, float]]:
+    def _datapoints(self, metric: str) -> list[tuple[datetime, float]]:
         """(timestamp UTC, raw value) for the window, oldest first."""
         o = self.options
         end = utcnow()
@@ -128,7 +148,7 @@ class CloudWatchLag(AwsBackend):
         query = {
             "Id": "lag",
             "MetricStat": {
-                "Metric": {"Namespace": o.namespace, "MetricName": o.metric,
+                "Metric": {"Namespace": o.namespace, "MetricName": metric,
                            "Dimensions": self._dimensions()},
                 "Period": o.period,
                 "Stat": o.statistic,
@@ -142,7 +162,7 @@ class CloudWatchLag(AwsBackend):
             for _ in range(MAX_PAGES):
                 response = self.client.get_metric_data(**kwargs)
                 for result in response.get("MetricDataResults", []):
-                    self._raise_for_status(result)
+                    self._raise_for_status(result, metric)
                     for t, v in zip(result.get("Timestamps", []), result.get("Values", [])):
                         points[t.astimezone(timezone.utc)] = float(v)
                 token = response.get("NextToken")
@@ -152,20 +172,20 @@ class CloudWatchLag(AwsBackend):
         except IntegrationError:
             raise
         except Exception as exc:  # botocore errors of every kind
-            raise translate_error(exc, f"{self.name}: reading {self.describe()}") from exc
+            raise translate_error(exc, f"{self.name}: reading {self.describe(metric)}") from exc
         return sorted(points.items())
 
-    def _raise_for_status(self, result: dict[str, Any]) -> None:
+    def _raise_for_status(self, result: dict[str, Any], metric: str) -> None:
         status = result.get("StatusCode", "Complete")
         if status == "Forbidden":
             raise IntegrationError(
-                f"{self.name}: CloudWatch refused to return {self.describe()} "
+                f"{self.name}: CloudWatch refused to return {self.describe(metric)} "
                 f"(Forbidden). Grant cloudwatch:GetMetricData on it.",
                 ErrorKind.NOT_PERMITTED)
         if status == "InternalError" and not result.get("Values"):
             raise IntegrationError(
                 f"{self.name}: CloudWatch had an internal error reading "
-                f"{self.describe()}; try again shortly.", ErrorKind.TRANSIENT)
+                f"{self.describe(metric)}; try again shortly.", ErrorKind.TRANSIENT)
 
     # -- check-config -----------------------------------------------------------------
 
@@ -175,7 +195,9 @@ class CloudWatchLag(AwsBackend):
         o = self.options
         wanted = dict(o.dimensions)
         seen: list[dict[str, str]] = []
-        kwargs: dict[str, Any] = {"Namespace": o.namespace, "MetricName": o.metric}
+        kwargs: dict[str, Any] = {"Namespace": o.namespace}
+        if o.metric:
+            kwargs["MetricName"] = o.metric
         if o.dimensions:
             kwargs["Dimensions"] = self._dimensions()
         try:

@@ -15,6 +15,12 @@ dials are split), touching only the groups whose dial changes, then reads every 
 other setting of a group (endpoints, health checks, port overrides) is left as it is.
 Throttling is retried with backoff.
 
+A staged ramp (capability WEIGHTS) sets each group's dial to the region's percentage: p %
+to the target and 100 - p % to the source. A dial applies to the traffic Global
+Accelerator sends to that group by proximity, so the split is p % of all traffic when the
+two regions draw about the same traffic; the end states (0/100) are exact. Dials going up
+are set before dials going down, then read back.
+
 Global Accelerator's API lives in us-west-2 whatever the accelerator's regions, so every
 call goes there (``endpoint_url`` may still point at a VPC endpoint or a test server).
 """
@@ -28,7 +34,7 @@ from pydantic import Field, field_validator
 from integrations.aws.backoff import with_backoff
 from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    TRAFFIC, ActionResult, BackendOptions, CheckResult, ErrorKind, IntegrationError, Target,
+    TRAFFIC, WEIGHTS, ActionResult, BackendOptions, CheckResult, ErrorKind, IntegrationError, Target,
 )
 
 API_REGION = "us-west-2"
@@ -67,7 +73,7 @@ class GlobalAccelerator(AwsBackend):
     kind = "global_accelerator"
     title = "Global Accelerator"
     Options = GlobalAcceleratorOptions
-    capabilities = frozenset({TRAFFIC})
+    capabilities = frozenset({TRAFFIC, WEIGHTS})
     boto3_service = "globalaccelerator"
     options: GlobalAcceleratorOptions
 
@@ -118,6 +124,45 @@ class GlobalAccelerator(AwsBackend):
             done.append(f"{region}={after[region]:g}%")
         self._wait(after)
         return ActionResult(f"set traffic dials {plan} (was {_fmt(before)})", dry_run=False, changed=True,
+                            details=details)
+
+    # -- weights (a staged ramp) -------------------------------------------------------
+
+    def weights(self, target: Target) -> dict[str, float]:
+        """region -> its endpoint group's traffic dial (%)."""
+        return _dials(self._groups())
+
+    def set_weights(self, target: Target, weights: dict[str, float], dry_run: bool = False) -> ActionResult:
+        """Set every group's dial to ``weights[region]`` (regions not named: 0), raised
+        dials first, then read them back."""
+        o = self.options
+        unknown = sorted(set(weights) - set(o.endpoint_groups))
+        if unknown or round(sum(weights.values())) != 100:
+            raise IntegrationError(f"{self.name}: cannot set dials {_fmt(weights)}: they must name regions of "
+                                   f"endpoint_groups ({', '.join(o.endpoint_groups)}) and sum to 100.",
+                                   ErrorKind.PERMANENT)
+        before = _dials(self._groups())
+        after = {region: float(round(weights.get(region, 0.0), 2)) for region in o.endpoint_groups}
+        details: dict[str, Any] = {"before": before, "after": after}
+        if before == after:
+            return ActionResult(f"already: traffic dials {_fmt(after)}", dry_run=dry_run, changed=False,
+                                details=details)
+        if dry_run:
+            return ActionResult(f"would set traffic dials {_fmt(after)} (now {_fmt(before)})", dry_run=True,
+                                changed=False, details=details)
+        order = sorted((r for r in after if after[r] != before[r]), key=lambda r: after[r] < before[r])
+        done: list[str] = []
+        for region in order:
+            try:
+                self._set(region, after[region])
+            except IntegrationError as exc:
+                if not done:
+                    raise
+                raise IntegrationError(f"{exc} Set before it failed: {', '.join(done)}; read the dials before "
+                                       f"acting further.", exc.kind) from exc
+            done.append(f"{region}={after[region]:g}%")
+        self._wait(after)
+        return ActionResult(f"set traffic dials {_fmt(after)} (was {_fmt(before)})", dry_run=False, changed=True,
                             details=details)
 
     # -- reading and writing ----------------------------------------------------------

@@ -9,7 +9,9 @@ told apart by ``SetIdentifier`` (``records`` maps region -> SetIdentifier).
 - ``policy: weighted``: two or more records with ``Weight``. The active region is the one
   with the single highest weight; a tie (or all weights 0, which Route 53 treats as equal
   shares) means no single active region and raises PERMANENT. Shifting sets ``to_region``
-  to 100 and every other record to 0.
+  to 100 and every other record to 0. A staged ramp (capability WEIGHTS) sets each
+  record's Weight to its percentage (0-100) in one batch; a region's share of the traffic
+  is its weight over the sum (all 0: equal shares, as Route 53 answers them).
 
 A shift UPSERTs, in one ChangeResourceRecordSets batch, only the records whose role
 changes; every other attribute of a record (TTL and ResourceRecords or AliasTarget,
@@ -30,7 +32,7 @@ from pydantic import Field, field_validator, model_validator
 
 from integrations.aws.session import AwsBackend, error_code, translate_error
 from integrations.base import (
-    TRAFFIC, ActionResult, BackendOptions, CheckResult, ErrorKind,
+    TRAFFIC, WEIGHTS, ActionResult, BackendOptions, CheckResult, ErrorKind,
     IntegrationError, Target,
 )
 
@@ -86,7 +88,7 @@ class Route53Failover(AwsBackend):
     kind = "route53_failover"
     title = "Route 53"
     Options = Route53FailoverOptions
-    capabilities = frozenset({TRAFFIC})
+    capabilities = frozenset({TRAFFIC, WEIGHTS})
     boto3_service = "route53"
     options: Route53FailoverOptions
 
@@ -151,6 +153,55 @@ class Route53Failover(AwsBackend):
         return ActionResult(f"{self._verb_text(to_region, done=True)} (was {was}); "
                             f"change {change_id} {status}",
                             dry_run=False, changed=True, details=details)
+
+    # -- weights (a staged ramp) -------------------------------------------------------
+
+    def weights(self, target: Target) -> dict[str, float]:
+        """region -> its share of the traffic in percent (weight over the sum of weights)."""
+        return _shares(self._roles(self._weighted()))
+
+    def set_weights(self, target: Target, weights: dict[str, float], dry_run: bool = False) -> ActionResult:
+        """Set each region's record to ``weights[region]`` (a percentage, rounded to a whole
+        Route 53 weight) in one ChangeResourceRecordSets batch, waiting for INSYNC."""
+        o = self.options
+        unknown = sorted(set(weights) - set(o.records))
+        if unknown or round(sum(weights.values())) != 100:
+            raise IntegrationError(f"{self.name}: cannot set weights {_fmt(weights)}: they must name regions of "
+                                   f"{self.describe()} ({', '.join(o.records)}) and sum to 100.", ErrorKind.PERMANENT)
+        current = self._weighted()
+        before = _shares(self._roles(current))
+        changes = []
+        for region, rr in current.items():
+            want = copy.deepcopy(rr)
+            want["Weight"] = int(round(weights.get(region, 0)))
+            if want != rr:
+                changes.append({"Action": "UPSERT", "ResourceRecordSet": want})
+        after = _shares({r: int(round(weights.get(r, 0))) for r in current})
+        batch = {"Comment": f"drbot {self.name}: weights of {self.describe()} {_fmt(after)}"[:256],
+                 "Changes": changes}
+        details: dict[str, Any] = {"before": before, "after": after, "change_batch": batch}
+        text = f"weights of {self.describe()} {_pct(after)}"
+        if not changes:
+            return ActionResult(f"already: {text}", dry_run=dry_run, changed=False, details=details)
+        if dry_run:
+            return ActionResult(f"would set {text} (now {_pct(before)})", dry_run=True, changed=False,
+                                details=details)
+        response = self._call("changing", self.client.change_resource_record_sets,
+                              HostedZoneId=o.hosted_zone_id, ChangeBatch=batch)
+        info = response.get("ChangeInfo", {})
+        change_id, status = str(info.get("Id", "?")), str(info.get("Status", "?"))
+        if o.wait_insync and status != "INSYNC":
+            status = self._wait_insync(change_id, status)
+        details.update(change_id=change_id, status=status)
+        return ActionResult(f"set {text} (was {_pct(before)}); change {change_id} {status}", dry_run=False,
+                            changed=True, details=details)
+
+    def _weighted(self) -> dict[str, dict[str, Any]]:
+        if self.options.policy != "weighted":
+            raise IntegrationError(f"{self.name}: {self.describe()} uses failover records, which move traffic "
+                                   f"all at once; a staged ramp needs weighted records (policy: weighted).",
+                                   ErrorKind.PERMANENT)
+        return self._current()
 
     # -- reading and planning ---------------------------------------------------------
 
@@ -295,3 +346,15 @@ class Route53Failover(AwsBackend):
 
 def _fmt(roles: dict[str, Any]) -> str:
     return ", ".join(f"{region}={role}" for region, role in roles.items())
+
+
+def _shares(weights: dict[str, Any]) -> dict[str, float]:
+    """region -> percent of the traffic: weight over the sum; all 0 is equal shares."""
+    total = sum(weights.values())
+    if not total:
+        return {region: round(100 / len(weights), 2) for region in weights}
+    return {region: round(100 * w / total, 2) for region, w in weights.items()}
+
+
+def _pct(shares: dict[str, float]) -> str:
+    return ", ".join(f"{region}={share:g}%" for region, share in shares.items())

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_va
 from integrations.base import PAGER, BackendOptions, CheckResult, ErrorKind, IntegrationError, Page, PageResult
 from integrations.http_client import HttpBackend, check_http_url
 from integrations.pager.common import send
+from integrations.pager.schedules import OnCallNow, opsgenie_on_call
 
 MESSAGE_MAX = 130
 ALIAS_MAX = 512
@@ -146,6 +147,10 @@ class Opsgenie(HttpBackend):
         answer = self._request("POST", path, json=body)
         return PageResult(action, page.dedup_key, to, False, str(answer.get("result", "")) if isinstance(answer, dict)
                           else "")
+
+    def on_call(self, schedule: str) -> OnCallNow:
+        """Who is on call now in schedule ``schedule`` (its name or id; Who Is On Call API)."""
+        return opsgenie_on_call(self, schedule)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         o = self.options

@@ -25,6 +25,7 @@ from pydantic import SecretStr, field_validator
 from integrations.base import PAGER, BackendOptions, CheckResult, ErrorKind, IntegrationError, Page, PageResult
 from integrations.http_client import HttpBackend, check_http_url
 from integrations.pager.common import masked, send
+from integrations.pager.schedules import OnCallNow, pagerduty_on_call
 
 ROUTING_KEY = re.compile(r"[A-Za-z0-9]{32}")
 SEVERITY = {"sev1": "critical", "sev2": "error", "sev3": "warning", "sev4": "info"}
@@ -46,11 +47,15 @@ class PagerDutyOptions(BackendOptions):
     routing_keys: dict[str, SecretStr] = {}
     """drbot service name -> routing key of that service's PagerDuty service."""
     events_url: str = "https://events.pagerduty.com"
+    api_token: SecretStr | None = None
+    """A REST API key (read access) for reading schedules (on-call approval slots): ``${PAGERDUTY_API_TOKEN}``."""
+    api_url: str = "https://api.pagerduty.com"
+    """The REST API (schedules, on-calls)."""
 
-    @field_validator("events_url")
+    @field_validator("events_url", "api_url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_http_url(value, "events_url").rstrip("/")
+    def _http_url(cls, value: str, info) -> str:
+        return check_http_url(value, info.field_name).rstrip("/")
 
     @field_validator("routing_key")
     @classmethod
@@ -123,6 +128,10 @@ class PagerDuty(HttpBackend):
             raise IntegrationError(f"{self.name}: PagerDuty did not accept the {action} ({answer!r:.200}).")
         return PageResult(action, str(answer.get("dedup_key") or page.dedup_key), to, False,
                           str(answer.get("message") or ""))
+
+    def on_call(self, schedule: str) -> OnCallNow:
+        """Who is on call now in schedule ``schedule`` (REST API v2, ``api_token``)."""
+        return pagerduty_on_call(self, schedule)
 
     def check(self) -> CheckResult:
         """The form of every routing key (the options did that already); the Events API

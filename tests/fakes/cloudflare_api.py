@@ -2,7 +2,9 @@
 
     GET   /zones/{zone}/load_balancers/{lb}                 the load balancer
     PATCH /zones/{zone}/load_balancers/{lb}                 body: any of default_pools, fallback_pool,
-                                                            steering_policy (pools must exist)
+                                                            steering_policy, random_steering
+                                                            ({default_weight, pool_weights: {pool: 0..1}});
+                                                            pools must exist
     GET   /accounts/{account}/load_balancers/pools/{pool}   the pool
     PATCH /accounts/{account}/load_balancers/pools/{pool}   body: any of enabled, name
     GET   /accounts/{account}/load_balancers/pools/{pool}/health
@@ -51,11 +53,14 @@ class FakeCloudflare(JsonServer):
                                                 "enabled": True, "weight": 1}]}
 
     def add_load_balancer(self, lb_id: str, name: str, default_pools: list[str], fallback_pool: str,
-                          steering_policy: str = "off") -> None:
+                          steering_policy: str = "off", pool_weights: dict[str, float] | None = None) -> None:
         with self.lock:
             self.load_balancers[lb_id] = {"id": lb_id, "name": name, "enabled": True, "proxied": True, "ttl": 30,
                                           "default_pools": list(default_pools), "fallback_pool": fallback_pool,
                                           "steering_policy": steering_policy}
+            if pool_weights is not None:
+                self.load_balancers[lb_id]["random_steering"] = {"default_weight": 1,
+                                                                 "pool_weights": dict(pool_weights)}
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
         with self.lock:
@@ -98,9 +103,13 @@ class FakeCloudflare(JsonServer):
             body = req.json or {}
             unknown = [p for p in [*body.get("default_pools", []), body.get("fallback_pool")]
                        if p is not None and p not in self.pools]
+            weights = (body.get("random_steering") or {}).get("pool_weights") or {}
+            unknown += [p for p in weights if p not in self.pools]
             if unknown:
                 return envelope(status=400, errors=[{"code": 1002, "message": f"pool {unknown[0]} not found"}])
-            for key in ("default_pools", "fallback_pool", "steering_policy"):
+            if any(not isinstance(w, (int, float)) or not 0 <= w <= 1 for w in weights.values()):
+                return envelope(status=400, errors=[{"code": 1005, "message": "pool weights must be between 0 and 1"}])
+            for key in ("default_pools", "fallback_pool", "steering_policy", "random_steering"):
                 if key in body:
                     lb[key] = copy.deepcopy(body[key])
         return envelope(copy.deepcopy(lb))

@@ -5,6 +5,10 @@
 every request needs ``Authorization: GenieKey KEY``. Writes answer 202 ``{result, took,
 requestId}`` (processed at once here); a bad body 422 with ``errors``; an unknown key 401.
 
+Who Is On Call: ``GET /v2/schedules/{name}/on-calls?flat=true&scheduleIdentifierType=name``
+answers ``data.onCallRecipients`` from ``on_call`` (schedule name -> usernames); an unknown
+schedule 404. ``oncall_reads()`` counts them.
+
 Faults: ``faults.fail(status, times, retry_after)`` like the PagerDuty fake."""
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from tests.fakes.json_server import Answer, JsonServer, Request
 from tests.fakes.pagerduty_api import Faults
 
 ACTION = re.compile(r"/v2/alerts/([^/]+)/(acknowledge|close|priority)")
+ON_CALLS = re.compile(r"/v2/schedules/([^/]+)/on-calls")
 PRIORITIES = ("P1", "P2", "P3", "P4", "P5")
 
 
@@ -42,6 +47,10 @@ class FakeOpsgenie(JsonServer):
         self.api_key = api_key
         self.faults = Faults()
         self.alerts: list[OgAlert] = []
+        self.on_call: dict[str, list[str]] = {}
+
+    def oncall_reads(self) -> list[Request]:
+        return [r for r in self.calls("GET") if ON_CALLS.fullmatch(r.path)]
 
     def open_alert(self, alias: str) -> OgAlert | None:
         with self.lock:
@@ -56,6 +65,20 @@ class FakeOpsgenie(JsonServer):
         injected = self.faults.next()
         if injected is not None:
             return injected
+        m = ON_CALLS.fullmatch(req.path)
+        if req.method == "GET" and m:
+            name = unquote(m.group(1))
+            with self.lock:
+                people = self.on_call.get(name)
+            if people is None or req.query.get("scheduleIdentifierType") != ["name"]:
+                return Answer(404, {"message": "Schedule with identifier [" + name + "] does not exist",
+                                    "took": 0.0, "requestId": str(uuid.uuid4())})
+            flat = req.query.get("flat") == ["true"]
+            data = {"_parent": {"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)), "name": name, "enabled": True}}
+            data |= ({"onCallRecipients": list(people)} if flat else
+                     {"onCallParticipants": [{"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, p)), "name": p, "type": "user"}
+                                             for p in people]})
+            return Answer(200, {"data": data, "took": 0.1, "requestId": str(uuid.uuid4())})
         if req.method == "GET" and req.path == "/v2/alerts":
             with self.lock:
                 data = [{"alias": a.alias, "message": a.message, "status": a.status} for a in self.alerts[:1]]

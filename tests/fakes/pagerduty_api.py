@@ -5,6 +5,11 @@ are kept per (routing key, dedup key) as PagerDuty keeps them: a trigger on an o
 is merged into it (its severity and summary updated), acknowledge and resolve act on the
 open alert of the same routing key, a trigger after a resolve opens a new alert.
 
+The REST API's ``GET /oncalls?schedule_ids[]=ID&include[]=users`` (who is on call, for
+on-call approval slots) answers from ``on_call`` (schedule ID -> list of (user id, name,
+e-mail)); it needs ``Authorization: Token token=API_TOKEN`` (401 otherwise) and counts
+in ``oncall_reads()``. ``schedule_faults.fail(...)`` fails only those reads.
+
 Faults: ``fail(status, times, retry_after)`` answers the next requests with that status
 (429 with a Retry-After header when given)."""
 from __future__ import annotations
@@ -48,10 +53,36 @@ class PdAlert:
 
 
 class FakePagerDuty(JsonServer):
-    def __init__(self):
+    def __init__(self, api_token: str = "pd-rest-token"):
         super().__init__()
         self.faults = Faults()
         self.alerts: list[PdAlert] = []
+        self.api_token = api_token
+        self.on_call: dict[str, list[tuple[str, str, str]]] = {}
+        self.schedule_faults = Faults()
+
+    def oncall_reads(self) -> list[Request]:
+        return self.calls("GET", "/oncalls")
+
+    def _oncalls(self, req: Request) -> Answer:
+        if req.headers.get("authorization") != f"Token token={self.api_token}":
+            return Answer(401, {"error": {"message": "Unauthorized", "code": 2006}})
+        injected = self.schedule_faults.next()
+        if injected is not None:
+            return injected
+        with_users = "users" in req.query.get("include[]", [])
+        entries = []
+        with self.lock:
+            for sid in req.query.get("schedule_ids[]", []):
+                for uid, name, email in self.on_call.get(sid, []):
+                    user = {"id": uid, "type": "user_reference", "summary": name,
+                            "self": f"https://api.pagerduty.com/users/{uid}"}
+                    if with_users:
+                        user |= {"type": "user", "name": name, "email": email}
+                    entries.append({"escalation_level": 1, "start": None, "end": None, "user": user,
+                                    "schedule": {"id": sid, "type": "schedule_reference", "summary": sid},
+                                    "escalation_policy": {"id": "PEP0001", "type": "escalation_policy_reference"}})
+        return Answer(200, {"oncalls": entries, "limit": 25, "offset": 0, "more": False, "total": None})
 
     def open_alert(self, routing_key: str, dedup_key: str) -> PdAlert | None:
         with self.lock:
@@ -71,6 +102,8 @@ class FakePagerDuty(JsonServer):
         return Answer(400, {"status": "invalid event", "message": "Event object is invalid", "errors": list(errors)})
 
     def handle(self, req: Request) -> Answer:
+        if req.method == "GET" and req.path == "/oncalls":
+            return self._oncalls(req)
         if req.method != "POST" or req.path != "/v2/enqueue":
             return Answer(404, {"status": "not found", "message": "Not Found"})
         injected = self.faults.next()

@@ -69,10 +69,12 @@ class FakeSlack:
     def __init__(self) -> None:
         self.usergroups: dict[str, list[str]] = {}  # usergroup id -> user ids
         self.users: dict[str, dict] = {}  # user id -> fields overriding the synthesized profile
+        self.emails: dict[str, str] = {}  # e-mail address -> user id (users.lookupByEmail)
         self.messages: dict[tuple[str, str], dict] = {}  # (channel, ts) -> current message
         self.uploads: dict[str, bytes] = {}  # file_id -> uploaded content
         self.strict_updates = True  # chat.update of a message never posted -> message_not_found
         self.topics: dict[str, str] = {}  # channel -> topic (conversations.setTopic)
+        self.home_views: dict[str, dict] = {}  # user -> the Home view last published (views.publish)
         self.socket_url: str | None = None  # apps.connections.open answers with it (FakeSocketMode.url)
         self._calls: list[Call] = []
         self._lock = threading.Lock()
@@ -257,7 +259,7 @@ class FakeSlack:
                 self._channel_names.add(name)
             return {"ok": True, "channel": {
                 "id": self._next_id("C"), "name": name, "is_channel": True,
-                "is_private": str(p.get("is_private", "")).lower() == "true",
+                "is_private": str(p.get("is_private", "")).lower() in ("true", "1"),
                 "created": int(time.time()), "creator": BOT_USER_ID}}
         if method == "conversations.setTopic":
             topic = p.get("topic", "")
@@ -277,11 +279,29 @@ class FakeSlack:
                     key=lambda m: float(m["ts"]), reverse=True)
             limit = int(p.get("limit") or 100)
             return {"ok": True, "messages": [dict(m) for m in found[:limit]], "has_more": len(found) > limit}
+        if method == "chat.getPermalink":
+            if not channel or not p.get("message_ts"):
+                return {"ok": False, "error": "channel_not_found" if not channel else "message_not_found"}
+            return {"ok": True, "channel": channel, "permalink":
+                    f"https://drbot-test.slack.com/archives/{channel}/p{str(p.get('message_ts', '')).replace('.', '')}"}
+        if method in ("views.open", "views.publish", "views.update", "views.push"):
+            view = call.parsed("view") or {}
+            if not isinstance(view, dict) or not view.get("type"):
+                return {"ok": False, "error": "invalid_arguments"}
+            if method == "views.publish":
+                if not p.get("user_id"):
+                    return {"ok": False, "error": "user_not_found"}
+                with self._lock:
+                    self.home_views[p["user_id"]] = view
+            return {"ok": True, "view": {"id": self._next_id("V"), **view}}
         if method == "usergroups.users.list":
             users = self.usergroups.get(p.get("usergroup", ""))
             if users is None:
                 return {"ok": False, "error": "no_such_subteam"}
             return {"ok": True, "users": list(users)}
+        if method == "users.lookupByEmail":
+            uid = self.emails.get(p.get("email", "").lower())
+            return {"ok": True, "user": {"id": uid, "team_id": TEAM_ID}} if uid else {"ok": False, "error": "users_not_found"}
         if method == "users.info":
             uid = p.get("user", "")
             name = uid.removeprefix("U_").lower() or uid.lower()

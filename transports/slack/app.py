@@ -15,6 +15,7 @@ takes no more.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -25,13 +26,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.actor import Actor
-from bot.alerts.intake import ingest
-from bot.alerts.normalise import from_slack_message
+from bot.alerts.normalise import BadPayload, read
 from bot.incidents import pin_message
 from bot.directory import Directory
 from bot.render import Reply
 from bot.services import Services
-from transports.slack import payloads
+from transports.slack import payloads, shortcuts
+from transports.slack.home import on_home_opened
 from transports.slack.messenger import SlackMessenger
 from transports.slack.work import AckTraffic, WorkPool
 from commands import router
@@ -132,7 +133,8 @@ def build_app(services: Services, settings: SlackSettings) -> SlackApp:
 def attach(services: Services, client: WebClient) -> None:
     """The core posts through this Slack client and resolves user groups with it."""
     services.messenger = SlackMessenger(client, services.renderer, services.metrics)
-    services.directory = Directory(lambda group: client.usergroups_users_list(usergroup=group)["users"], ttl=60)
+    services.directory = Directory(lambda group: client.usergroups_users_list(usergroup=group)["users"], ttl=60,
+                                   by_email=lambda email: client.users_lookupByEmail(email=email)["user"]["id"])
 
 
 class TimeZones:
@@ -157,18 +159,7 @@ class TimeZones:
         return tz
 
 
-def _form_values(view: payloads.View) -> dict[str, str]:
-    """Slack's view state as action_id -> text (inputs, selects, date-time pickers)."""
-    out = {}
-    for block in view.state.values.values():
-        for action_id, element in block.items():
-            value = element.value
-            if value is None and element.selected_date_time is not None:
-                value = str(element.selected_date_time)
-            if value is None and element.selected_option is not None:
-                value = element.selected_option.value
-            out[action_id] = value or ""
-    return out
+_form_values = payloads.form_values
 
 
 def _actor(payload: payloads.BlockActions | payloads.ViewSubmission) -> Actor:
@@ -275,8 +266,6 @@ def register(app: App, services: Services) -> None:
         by = Actor(id=reaction.user, name="", origin="slack", channel=item.channel)
         pin_message(services, item.channel, reaction.item_user, payloads.strip_controls(text or ""), item.ts, by)
 
-    rules = services.config.alerts.slack_rules
-
     def on_message(event) -> None:
         try:
             message = payloads.parse(payloads.MessageEvent, event, "event")
@@ -286,11 +275,13 @@ def register(app: App, services: Services) -> None:
         if message.subtype not in (None, "bot_message"):
             return
         plain = message.model_dump(exclude_none=True)
-        found = [a for rule in rules if rule.channel == message.channel
-                 for a in [from_slack_message(plain, rule, services.config)] if a is not None]
-        if found:
-            ingest(services, found)
-            services.outbox.poke()
+        try:
+            found = read("slack", plain, services.config)
+        except BadPayload as e:
+            log.info("message not read for alerts: %s", e)
+            return
+        if found:  # stored before anything is done with it, like a webhook's alerts (bot.alerts.drain)
+            services.inbox.accept("slack", json.dumps(plain), found)
 
     def check_form(ack, body) -> None:
         try:
@@ -332,7 +323,9 @@ def register(app: App, services: Services) -> None:
 
     app.command(services.command)(ack=_ack, lazy=[on_command])
     app.action(router.action_pattern())(ack=_ack, lazy=[on_click])
-    events = {"message": on_message, "reaction_added": on_reaction}
+    events = {"message": on_message, "reaction_added": on_reaction,
+              "app_home_opened": on_home_opened(services, zones.of)}
     for kind in payloads.HANDLED_EVENTS:
         app.event(kind)(ack=_ack, lazy=[events[kind]])
+    shortcuts.register(app, services)  # its modal listener before the generic one: the first match wins
     app.view(router.form_pattern())(ack=check_form, lazy=[on_form])

@@ -77,12 +77,12 @@ class SlackMessenger:
         with slack_errors("chat.postEphemeral", self.metrics):
             self.client.chat_postEphemeral(channel=channel, user=user, blocks=blocks, text=text)
 
-    def create_channel(self, name: str) -> tuple[str, str]:
+    def create_channel(self, name: str, private: bool = False) -> tuple[str, str]:
         for n in range(1, 20):
             candidate = name if n == 1 else f"{name[:76]}-{n}"
             try:
                 with slack_errors("conversations.create", self.metrics):
-                    channel = self.client.conversations_create(name=candidate)["channel"]
+                    channel = self.client.conversations_create(name=candidate, is_private=private)["channel"]
                 return channel["id"], channel["name"]
             except DeliveryFailed as e:
                 if e.code != "name_taken":

@@ -16,7 +16,7 @@ CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 """Control characters nobody types on purpose (tab, newline and return excepted);
 PostgreSQL cannot even store NUL."""
 
-HANDLED_EVENTS = ("message", "reaction_added")
+HANDLED_EVENTS = ("message", "reaction_added", "app_home_opened")
 """The Events API events drbot listens to (deploy/slack-app-manifest.yaml subscribes to
 these); others are acknowledged and ignored at the edge."""
 
@@ -110,6 +110,8 @@ class Element(_Model):
     value: Optional[str] = None
     selected_date_time: Optional[int] = None
     selected_option: Optional[Option] = None
+    selected_options: Optional[list[Option]] = None
+    selected_user: Optional[str] = None
 
 
 class ViewState(_Model):
@@ -172,6 +174,41 @@ class ReactionEvent(_Model):
     item: ReactionItem = Field(default_factory=ReactionItem)
 
 
+class AppHomeOpened(_Model):
+    type: Literal["app_home_opened"]
+    user: SlackId
+    tab: str = "home"
+
+
+class Shortcut(_Model):
+    """A global shortcut (the lightning menu): no channel, no response_url."""
+
+    type: Literal["shortcut"]
+    callback_id: str = Field(min_length=1, max_length=255)
+    trigger_id: str = Field(min_length=1)
+    user: User
+
+
+class ShortcutMessage(_Model):
+    ts: str = Field(min_length=1, max_length=40)
+    text: str = ""
+    user: Optional[str] = None
+    bot_id: Optional[str] = None
+    username: Optional[str] = None
+
+
+class MessageAction(_Model):
+    """A message shortcut (a message's ... menu)."""
+
+    type: Literal["message_action"]
+    callback_id: str = Field(min_length=1, max_length=255)
+    trigger_id: Optional[str] = None
+    response_url: Optional[str] = None
+    user: User
+    channel: Channel
+    message: ShortcutMessage
+
+
 class EventBody(_Model):
     type: str = Field(min_length=1, max_length=100)
 
@@ -188,8 +225,9 @@ class UrlVerification(_Model):
 
 _BY_TYPE: dict[str, type[_Model]] = {
     "block_actions": BlockActions, "view_submission": ViewSubmission, "event_callback": EventCallback,
-    "url_verification": UrlVerification}
-_EVENTS: dict[str, type[_Model]] = {"message": MessageEvent, "reaction_added": ReactionEvent}
+    "url_verification": UrlVerification, "shortcut": Shortcut, "message_action": MessageAction}
+_EVENTS: dict[str, type[_Model]] = {"message": MessageEvent, "reaction_added": ReactionEvent,
+                                    "app_home_opened": AppHomeOpened}
 
 
 def _reason(e: ValidationError, where: str) -> str:
@@ -210,7 +248,7 @@ def parse(model: type[_Model], body: Any, where: str = "") -> Any:
 
 
 def event(body: dict[str, Any]) -> Any:
-    """The event of an ``event_callback`` drbot handles, typed (MessageEvent, ReactionEvent)."""
+    """The event of an ``event_callback`` drbot handles, typed (MessageEvent, ReactionEvent, AppHomeOpened)."""
     inner = body.get("event")
     kind = inner.get("type") if isinstance(inner, dict) else None
     if kind not in _EVENTS:
@@ -220,7 +258,7 @@ def event(body: dict[str, Any]) -> Any:
 
 def check(body: dict[str, Any], interactive: bool) -> str | None:
     """What ``body`` is, if drbot handles it: 'command', 'block_actions', 'view_submission',
-    'url_verification', or 'event' (of a kind in HANDLED_EVENTS); None for an event or an
+    'shortcut', 'message_action', 'url_verification', or 'event' (of a kind in HANDLED_EVENTS); None for an event or an
     interaction drbot does not handle (acknowledge and ignore it). Raises BadPayload
     naming the field when a request drbot handles does not have Slack's shape.
     ``interactive``: the body came as the ``payload`` field of a form."""
@@ -241,6 +279,25 @@ def check(body: dict[str, Any], interactive: bool) -> str | None:
         return None
     event(body)
     return "event"
+
+
+def form_values(view: View) -> dict[str, str]:
+    """Slack's view state as action_id -> text (inputs, selects, date-time pickers; a
+    multi-select's values joined by commas, a user select's user ID)."""
+    out = {}
+    for block in view.state.values.values():
+        for action_id, element in block.items():
+            value = element.value
+            if value is None and element.selected_date_time is not None:
+                value = str(element.selected_date_time)
+            if value is None and element.selected_option is not None:
+                value = element.selected_option.value
+            if value is None and element.selected_options is not None:
+                value = ",".join(o.value for o in element.selected_options)
+            if value is None and element.selected_user is not None:
+                value = element.selected_user
+            out[action_id] = value or ""
+    return out
 
 
 def control_character(text: str) -> tuple[int, str] | None:
