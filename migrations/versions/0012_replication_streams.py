@@ -1,4 +1,6 @@
-"""Several replication streams per service.
+"""Several replication streams per service: no schema change (streams are configuration,
+their readings are not stored); the revision stays so that the chain reserved for the
+work done side by side remains linear.
 
 Revision ID: 0012_replication_streams
 Revises: 0011_manual_steps
