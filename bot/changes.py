@@ -240,9 +240,12 @@ def _read_on_call(services: Services, request_id: int) -> None:
     request row is locked, so the click's transaction seldom waits on a pager."""
     with read_scope(services.engine) as s:
         req = s.get(ChangeRequest, request_id)
-        service = req.service if req is not None else None
-    if service is not None and services.config.service(service) is not None:
-        approval_slots.warm(services, policy_for(services.config, service))
+        try:  # the policy _apply decides with (an evacuation's over its services)
+            policy = policy_of(services.config, s, req) if req is not None else None
+        except KeyError:  # a service no longer in the config: nothing to read
+            policy = None
+    if policy is not None:
+        approval_slots.warm(services, policy)
 
 
 def _check_open(s: Session, req: ChangeRequest, now: datetime, decision: Decision, verb: str) -> None:

@@ -9,7 +9,6 @@ or being the incident's commander.
 """
 from __future__ import annotations
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, select
 
 from bot.actor import Actor
@@ -22,6 +21,7 @@ from bot.outbox.queue import enqueue
 from bot.permissions import require
 from bot.services import Services
 from bot.store import session_scope
+from bot.store.db import insert_for
 from bot.store.command_tables import IncidentRole
 from bot.store.incident_tables import Incident, IncidentStatus
 from bot.store.models import aware
@@ -76,10 +76,9 @@ def _assign(services: Services, s: Session, actor: Actor, inc: Incident, role: s
     if previous == user:
         return previous
     now = services.clock()
-    dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
     table = IncidentRole.__table__
     values = {"user_id": user, "user_name": user_name, "assigned_by": actor.id, "assigned_at": now}
-    insert = dialect.insert(table).values(incident_id=inc.id, role=role, **values)
+    insert = insert_for(s, IncidentRole).values(incident_id=inc.id, role=role, **values)
     claimed = False
     if user == actor.id and previous is None:  # a free role, claimed for oneself: anyone, if still free
         claimed = s.execute(insert.on_conflict_do_nothing().returning(table.c.role)).first() is not None

@@ -30,10 +30,6 @@ def shortcut_pattern() -> re.Pattern:
     return re.compile("^(" + "|".join(re.escape(s.action_id) for s in SHORTCUTS) + ")$")
 
 
-def form_pattern() -> re.Pattern:
-    return re.compile("^(" + "|".join(re.escape(c) for c in PERMISSION_FIELD) + ")$")
-
-
 def shortcut(services: Services, actor: Actor, callback_id: str, value: str = "") -> Reply | None:
     """A shortcut: a modal to open (``Reply.modal``) or what only the person sees."""
     reply = _shortcut(services, actor, callback_id, value)

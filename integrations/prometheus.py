@@ -87,10 +87,22 @@ class PrometheusOptions(BackendOptions):
         return self
 
 
-def _labels(labels: dict[str, str]) -> str:
+def labels_text(labels: dict[str, str]) -> str:
+    """A series as PromQL writes it: ``name{k="v", ...}``."""
     name = labels.get("__name__", "")
     rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
     return f"{name}{{{rest}}}"
+
+
+def instant_series(data: dict[str, Any]) -> list[Series] | None:
+    """The series of an instant query's ``data`` (a vector or a scalar); None for another
+    result type. Raises KeyError, IndexError, TypeError or ValueError when malformed."""
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        return [({}, float(result[0]), float(result[1]))]
+    if kind == "vector":
+        return [(s.get("metric", {}), float(s["value"][0]), float(s["value"][1])) for s in result]
+    return None
 
 
 class PrometheusLag(HttpBackend):
@@ -138,7 +150,7 @@ class PrometheusLag(HttpBackend):
             if not math.isfinite(raw):
                 raise IntegrationError(
                     f"{self.name}: the query `{query}` returned {raw} for "
-                    f"{_labels(labels)}, which is not a lag. Fix the query so it "
+                    f"{labels_text(labels)}, which is not a lag. Fix the query so it "
                     f"yields a number.", ErrorKind.PERMANENT)
         at_sample = datetime.fromtimestamp(self._sampled(self._outcome(stamps, deadline), query), timezone.utc)
         samples = self._outcome(past, deadline) if past is not None else ()
@@ -147,12 +159,12 @@ class PrometheusLag(HttpBackend):
             if stopped:
                 return LagReading(
                     seconds=None, observed_at=at_sample, replicating=False, history=samples,
-                    detail=f"{_labels(stopped[0][0])} is {o.stopped_value:g}: "
+                    detail=f"{labels_text(stopped[0][0])} is {o.stopped_value:g}: "
                            f"replication is not running", unit=target.unit)
         labels, _, raw = max(series, key=lambda s: s[2])
         detail = f"{raw:g} {o.unit if target.unit == 'seconds' else target.unit}"
         if len(series) > 1:
-            detail += f"; the largest of {len(series)} series ({_labels(labels)})"
+            detail += f"; the largest of {len(series)} series ({labels_text(labels)})"
         return LagReading(seconds=scale(raw), observed_at=at_sample,
                           history=samples, detail=detail, unit=target.unit)
 
@@ -211,7 +223,7 @@ class PrometheusLag(HttpBackend):
         for labels, t, value in stamps:
             if not math.isfinite(value):
                 raise IntegrationError(
-                    f"{self.name}: the query `{query}` returned {value} for {_labels(labels)}, "
+                    f"{self.name}: the query `{query}` returned {value} for {labels_text(labels)}, "
                     f"which is not a time; {hint}.", ErrorKind.PERMANENT)
             if abs(value - t) < 0.0005:
                 # timestamp() of anything but a series selector is the evaluation time
@@ -225,18 +237,15 @@ class PrometheusLag(HttpBackend):
     def _instant(self, query: str, deadline: float, at: float | None = None) -> list[Series]:
         params = {"query": query} if at is None else {"query": query, "time": f"{at:.3f}"}
         data = self._get("/api/v1/query", params, deadline)
-        kind, result = data.get("resultType"), data.get("result")
         try:
-            if kind == "scalar":
-                return [({}, float(result[0]), float(result[1]))]
-            if kind == "vector":
-                return [(s.get("metric", {}), float(s["value"][0]), float(s["value"][1]))
-                        for s in result]
+            series = instant_series(data)
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise self._malformed(exc) from exc
-        raise IntegrationError(
-            f"{self.name}: the query `{query}` returned a {kind}; it must "
-            f"return an instant vector or a scalar.", ErrorKind.PERMANENT)
+        if series is None:
+            raise IntegrationError(
+                f"{self.name}: the query `{query}` returned a {data.get('resultType')}; it must "
+                f"return an instant vector or a scalar.", ErrorKind.PERMANENT)
+        return series
 
     def _history(self, end: float, deadline: float | None = None, query: str | None = None,
                  scale=None) -> tuple[LagSample, ...]:

@@ -24,6 +24,7 @@ from pydantic import field_validator
 
 from integrations.base import BACKUP, BackendOptions, BackupPoint, CheckResult, ErrorKind, IntegrationError
 from integrations.http_client import HttpBackend, check_http_url
+from integrations.prometheus import instant_series, labels_text
 
 
 class PrometheusBackupOptions(BackendOptions):
@@ -38,12 +39,6 @@ class PrometheusBackupOptions(BackendOptions):
     @classmethod
     def _http_url(cls, value: str) -> str:
         return check_http_url(value).rstrip("/")
-
-
-def _labels(labels: dict[str, str]) -> str:
-    name = labels.get("__name__", "")
-    rest = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
-    return f"{name}{{{rest}}}"
 
 
 class PrometheusBackup(HttpBackend):
@@ -68,12 +63,12 @@ class PrometheusBackup(HttpBackend):
         taken = []
         for labels, at, raw in series:
             if not math.isfinite(raw):
-                raise IntegrationError(f"{self.name}: the query `{target}` returned {raw} for {_labels(labels)}, "
+                raise IntegrationError(f"{self.name}: the query `{target}` returned {raw} for {labels_text(labels)}, "
                                        "which is not a time", ErrorKind.PERMANENT)
             taken.append((raw if self.options.value == "timestamp" else at - raw, labels))
         when, labels = min(taken, key=lambda t: t[0])
-        detail = f"`{target}`" + (f", the oldest of {len(series)} series ({_labels(labels)})" if len(series) > 1 else "")
-        return BackupPoint(id=_labels(labels) if labels else target,
+        detail = f"`{target}`" + (f", the oldest of {len(series)} series ({labels_text(labels)})" if len(series) > 1 else "")
+        return BackupPoint(id=labels_text(labels) if labels else target,
                            created_at=datetime.fromtimestamp(when, timezone.utc), detail=detail)
 
     def _query(self, query: str) -> list[tuple[dict[str, str], float, float]]:
@@ -101,13 +96,12 @@ class PrometheusBackup(HttpBackend):
             raise IntegrationError(f"{self.name}: Prometheus at {o.url} refused the query `{query}` ({said})", kind)
         data = body["data"]
         try:
-            if data.get("resultType") == "scalar":
-                return [({}, float(data["result"][0]), float(data["result"][1]))]
-            if data.get("resultType") == "vector":
-                return [(s.get("metric", {}), float(s["value"][0]), float(s["value"][1])) for s in data["result"]]
+            series = instant_series(data)
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise IntegrationError(f"{self.name}: the answer from {o.url} is not in the Prometheus API format ({e})",
                                    ErrorKind.PERMANENT) from e
+        if series is not None:
+            return series
         raise IntegrationError(f"{self.name}: the query `{query}` returned a {data.get('resultType')}; it must "
                                "return an instant vector or a scalar", ErrorKind.PERMANENT)
 

@@ -9,14 +9,11 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
-from bot.actor import Actor
 from bot.alerts.normalise import NormalisedAlert
+from bot.alerts.quiet import INTAKE
 from bot.audit import record
 from bot.services import Services
 from bot.store.models import ChangeRequest, RequestKind, RequestState
-
-ALERTS = Actor(id="alerts", name="alert intake", origin="http")
-
 
 def drill_of(services: Services, s: Session, service: str, now: datetime) -> ChangeRequest | None:
     """The drill of ``service`` running now, or ended within the window; None when off."""
@@ -37,6 +34,6 @@ def drill_of(services: Services, s: Session, service: str, now: datetime) -> Cha
 def mark(s: Session, drill: ChangeRequest, events: list[NormalisedAlert]) -> None:
     """Put the alert's news on the drill's timeline as drill noise."""
     for a in events:
-        record(s, ALERTS, "alert.drill_noise", target=a.service or "", request_id=drill.id, service=a.service or "",
+        record(s, INTAKE, "alert.drill_noise", target=a.service or "", request_id=drill.id, service=a.service or "",
                text=f"{a.status}: {a.summary}"[:500],
                detail={"fingerprint": a.fingerprint, "source": a.source, "drill": drill.id, "status": a.status})

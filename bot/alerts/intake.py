@@ -26,10 +26,9 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
-from bot.actor import Actor
 from bot.alerts import drill_noise
 from bot.alerts.normalise import NormalisedAlert
-from bot.alerts.quiet import tell_if_all_resolved
+from bot.alerts.quiet import INTAKE as ALERTS, tell_if_all_resolved
 from bot.audit import record
 from bot.events import FailoverSuggestion, IncidentAlerts, UnknownAlert
 from bot.incidents import open_incident_of, open_or_join, services_of
@@ -38,7 +37,6 @@ from bot.services import Services
 from bot.store import session_scope
 from bot.store.incident_tables import Alert, Incident, IncidentStatus
 
-ALERTS = Actor(id="alerts", name="alert intake", origin="http")
 log = logging.getLogger(__name__)
 RETRIED = frozenset({"40P01", "40001"})
 """PostgreSQL deadlock and serialization failure: two batches that touch the same alerts or

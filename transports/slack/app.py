@@ -32,10 +32,11 @@ from bot.directory import Directory
 from bot.render import Reply
 from bot.services import Services
 from transports.slack import payloads, shortcuts
+from transports.slack.shortcuts import MAX_FIELD_ERROR, tell_privately
 from transports.slack.home import on_home_opened
 from transports.slack.messenger import SlackMessenger
 from transports.slack.work import AckTraffic, WorkPool
-from commands import router
+from commands import router, surfaces
 from commands.base import FormError
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,6 @@ class TimeZones:
         return tz
 
 
-_form_values = payloads.form_values
-
-
 def _actor(payload: payloads.BlockActions | payloads.ViewSubmission) -> Actor:
     user = payload.user
     channel = getattr(payload, "channel", None)
@@ -283,43 +281,41 @@ def register(app: App, services: Services) -> None:
         if found:  # stored before anything is done with it, like a webhook's alerts (bot.alerts.drain)
             services.inbox.accept("slack", json.dumps(plain), found)
 
+    def _form_checked(submission: payloads.ViewSubmission) -> tuple[Actor, dict[str, str]]:
+        """The submission's fields once they pass what Slack's 3-second answer checks: no
+        control characters, the form's own checks, and for the forms of
+        ``surfaces.PERMISSION_FIELD`` the declared role. Raises FormError."""
+        fields, actor = payloads.form_values(submission.view), _actor(submission)
+        for name, value in fields.items():
+            found = payloads.control_character(value)
+            if found is not None:
+                raise FormError(name, f"remove the control character {found[1]} (at position {found[0]})")
+        surfaces.check_form(services, actor, submission.view.callback_id, fields)
+        return actor, fields
+
     def check_form(ack, body) -> None:
         try:
             submission = payloads.parse(payloads.ViewSubmission, body)
+            _form_checked(submission)
         except payloads.BadPayload as e:
             log.info("form submission not acted on: %s", e)
             ack()
             return
-        fields = _form_values(submission.view)
-        try:
-            for name, value in fields.items():
-                found = payloads.control_character(value)
-                if found is not None:
-                    raise FormError(name, f"remove the control character {found[1]} (at position {found[0]})")
-            router.validate(services, submission.view.callback_id, fields)
         except FormError as e:
-            ack(response_action="errors", errors={e.field: e.message})
+            ack(response_action="errors", errors={e.field: e.message[:MAX_FIELD_ERROR]})
             return
         ack()
 
     def on_form(body, client) -> None:
         try:
             submission = payloads.parse(payloads.ViewSubmission, body)
-        except payloads.BadPayload:
-            return  # logged by check_form
-        fields = _form_values(submission.view)
-        if any(payloads.control_character(v) for v in fields.values()):
-            return  # answered by check_form
-        actor = _actor(submission)
-        try:
-            router.validate(services, submission.view.callback_id, fields)  # refused by check_form: nothing to do
+            actor, fields = _form_checked(submission)
             reply = router.submit(services, actor, submission.view.callback_id, submission.view.private_metadata,
                                   fields)
-        except FormError:
-            return  # already answered by check_form
+        except (payloads.BadPayload, FormError):
+            return  # answered by check_form
         if reply is not None:
-            blocks, text = services.renderer.blocks(reply)
-            client.chat_postMessage(channel=actor.id, blocks=blocks, text=text)  # a DM to the submitter
+            tell_privately(client, services, actor.id, reply)  # a DM to the submitter
 
     app.command(services.command)(ack=_ack, lazy=[on_command])
     app.action(router.action_pattern())(ack=_ack, lazy=[on_click])
@@ -327,5 +323,5 @@ def register(app: App, services: Services) -> None:
               "app_home_opened": on_home_opened(services, zones.of)}
     for kind in payloads.HANDLED_EVENTS:
         app.event(kind)(ack=_ack, lazy=[events[kind]])
-    shortcuts.register(app, services)  # its modal listener before the generic one: the first match wins
+    shortcuts.register(app, services)
     app.view(router.form_pattern())(ack=check_form, lazy=[on_form])

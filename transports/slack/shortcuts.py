@@ -1,6 +1,6 @@
-"""Slack shortcuts and the declare-incident modal: the "Declare incident" global shortcut
-(opens the modal), the "Add to incident timeline" message shortcut, and the modal whose
-permission is checked in Slack's 3-second answer so a refusal shows next to a field.
+"""Slack shortcuts: the "Declare incident" global shortcut (opens the modal; its submission
+goes through the app's form listener, which checks its permission in Slack's 3-second
+answer so a refusal shows next to a field) and the "Add to incident timeline" message shortcut.
 
 Like every listener of ``transports.slack.app``: ack at once, the work after the ack (a Bolt
 lazy listener on the app's pool), every payload read through ``payloads`` first."""
@@ -15,8 +15,7 @@ from slack_sdk.errors import SlackApiError
 from bot.actor import Actor
 from bot.render import Reply
 from bot.services import Services
-from commands import router, surfaces
-from commands.base import FormError
+from commands import surfaces
 from commands.shortcuts import message_value
 from transports.slack import payloads
 
@@ -30,7 +29,7 @@ def _ack(ack) -> None:
     ack()
 
 
-def _dm(client: WebClient, services: Services, user: str, reply: Reply) -> None:
+def tell_privately(client: WebClient, services: Services, user: str, reply: Reply) -> None:
     """What only ``user`` should see, where no response_url exists: a DM from the bot."""
     blocks, text = services.renderer.blocks(reply)
     try:
@@ -67,8 +66,7 @@ def _tell(respond, client: WebClient, services: Services, channel: str, user: st
 
 
 def register(app: App, services: Services) -> None:
-    """Shortcuts and the modals of ``commands.surfaces.PERMISSION_FIELD``; call before the
-    generic form listener of ``transports.slack.app`` (the first matching listener wins)."""
+    """The listener of the shortcuts declared in ``commands.table.SHORTCUTS``."""
 
     def on_shortcut(body, client, respond) -> None:
         kind = body.get("type") if isinstance(body, dict) else None
@@ -88,7 +86,7 @@ def register(app: App, services: Services) -> None:
         if reply.modal:
             _open_modal(client, services, shortcut.trigger_id, reply)
         else:
-            _dm(client, services, user.id, reply)
+            tell_privately(client, services, user.id, reply)
 
     def _on_message_action(action: payloads.MessageAction, client: WebClient, respond) -> None:
         user, channel, message = action.user, action.channel.id, action.message
@@ -100,42 +98,4 @@ def register(app: App, services: Services) -> None:
         if reply is not None:
             _tell(respond, client, services, channel, user.id, reply)
 
-    def _fields(body) -> tuple[payloads.ViewSubmission, Actor, dict[str, str]]:
-        submission = payloads.parse(payloads.ViewSubmission, body)
-        user = submission.user
-        return submission, Actor(id=user.id, name=user.username or user.name, origin="slack"), \
-            payloads.form_values(submission.view)
-
-    def _check(services: Services, actor: Actor, callback_id: str, fields: dict[str, str]) -> None:
-        for name, value in fields.items():
-            found = payloads.control_character(value)
-            if found is not None:
-                raise FormError(name, f"remove the control character {found[1]} (at position {found[0]})")
-        surfaces.check_form(services, actor, callback_id, fields)
-
-    def check_form(ack, body) -> None:
-        try:
-            submission, actor, fields = _fields(body)
-            _check(services, actor, submission.view.callback_id, fields)
-        except payloads.BadPayload as e:
-            log.info("form submission not acted on: %s", e)
-            ack()
-            return
-        except FormError as e:
-            ack(response_action="errors", errors={e.field: e.message[:MAX_FIELD_ERROR]})
-            return
-        ack()
-
-    def on_form(body, client) -> None:
-        try:
-            submission, actor, fields = _fields(body)
-            _check(services, actor, submission.view.callback_id, fields)
-            reply = router.submit(services, actor, submission.view.callback_id, submission.view.private_metadata,
-                                  fields)
-        except (payloads.BadPayload, FormError):
-            return  # answered by check_form
-        if reply is not None:
-            _dm(client, services, actor.id, reply)
-
     app.shortcut(surfaces.shortcut_pattern())(ack=_ack, lazy=[on_shortcut])
-    app.view(surfaces.form_pattern())(ack=check_form, lazy=[on_form])
