@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from bot.readings import Reading, Status
-from integrations.base import BACKUP, Backend, BackupPoint, ErrorKind, IntegrationError
+from integrations.base import Backend, BackupPoint
 
 
 @dataclass(frozen=True)
@@ -16,12 +16,8 @@ class BackupReading(Reading):
 
 
 def read_backup(source: str, backend: Backend, target: str) -> BackupReading:
-    """Ask ``backend`` for the newest backup of ``target``; its IntegrationError goes up."""
-    if BACKUP not in backend.capabilities:
-        raise IntegrationError(f"source {source!r} (kind {backend.kind}) cannot serve as a backup source: use one of "
-                               "kind rds_snapshots, aws_backup, s3_newest or prometheus_backup", ErrorKind.PERMANENT)
-    if (why := backend.check_target(target)) is not None:  # type: ignore[attr-defined]
-        raise IntegrationError(f"{source}: {why}", ErrorKind.PERMANENT)
+    """Ask ``backend`` for the newest backup of ``target`` (the loader checked that it reads
+    backups and the target's form); its IntegrationError goes up."""
     point = backend.newest_backup(target)  # type: ignore[attr-defined]
     return BackupReading("backup", source, Status.OK, observed_at=datetime.now(timezone.utc), backup=point,
                          detail=point.detail if point else f"no backup of {target}", sandbox=backend.sandbox)

@@ -96,13 +96,13 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
     ``allow_data_loss``: the requester accepts moving to a database that does not replicate
     from the writer (audited as ``request.allow_data_loss``)."""
     policy = policy_for(services.config, service)
-    if policy.requesters and not _includes(services, actor, policy.requesters):
+    if policy.requesters and not includes(services, actor, policy.requesters):
         raise Refused("not_requester", service=service, requesters=list(policy.requesters))
     if break_glass:
         bg = policy.break_glass
         if not bg.enabled:
             raise Refused("break_glass_off", service=service)
-        if not _includes(services, actor, tuple(bg.group)):
+        if not includes(services, actor, tuple(bg.group)):
             raise Refused("not_break_glass", service=service, group=list(bg.group))
         if len(justification.split()) < 5:
             raise Refused("justification_short")
@@ -151,7 +151,7 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
         queue_message(services, s, req)
         if break_glass:
             queue_break_glass(services, s, req)
-    _after(services, req.id, approved=break_glass)
+    after_commit(services, req.id, approved=break_glass)
     services.metrics.created.labels(kind.value).inc()
     op("request.created", request_id=req.id, kind=kind.value, service=service, user=actor.id,
        break_glass=break_glass or None, not_before=postpone_to)
@@ -188,14 +188,16 @@ def _refuse_if_open(s: Session, service: str) -> None:
                       requester=other.requester, channel=other.channel if SLACK_CHANNEL.match(other.channel) else "")
 
 
-def _includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
+def includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
+    """``actor`` is listed in ``ids`` (directly or through a user group); Refused when a
+    group cannot be read."""
     try:
         return services.directory.includes(actor.id, ids)
     except DirectoryError as e:
         raise Refused("directory_error", error=str(e)) from e
 
 
-def _after(services: Services, request_id: int, approved: bool) -> None:
+def after_commit(services: Services, request_id: int, approved: bool) -> None:
     """After the commit: deliver the queued messages, and let the runner start the request
     if it is due (what else is due, its periodic sweep starts)."""
     if services.outbox is not None:
@@ -228,7 +230,7 @@ def decide(services: Services, actor: Actor, request_id: int, verb: str) -> Deci
     except Refused as r:
         decision.reply = r.reply()
     if decision.changed:
-        _after(services, request_id, approved=decision.approved)
+        after_commit(services, request_id, approved=decision.approved)
     outcome = decision_outcome(verb, decision)
     services.metrics.decision(verb, outcome)
     op(f"request.{verb}", request_id=request_id, service=decision.service or None, user=actor.id, outcome=outcome)
@@ -312,7 +314,7 @@ def _slot_for(services: Services, s: Session, req: ChangeRequest, policy: Policy
     """The slot this click fills (approve), or "" (deny: anyone who may fill a slot may deny).
     Refused naming the open slots, and why an on-call slot cannot be filled, otherwise."""
     def includes(user: str, ids: tuple[str, ...]) -> bool:
-        return _includes(services, actor, ids)
+        return includes(services, actor, ids)
 
     if verb == "deny":
         if not approval_slots.qualifies_any(services, policy, actor, includes):

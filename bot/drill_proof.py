@@ -71,7 +71,7 @@ def drill_values(services: Services, s: Session, run_id: int, request_id: int, p
     rows = list(s.exec(select(RunStep).where(RunStep.run_id == run_id).order_by(col(RunStep.id))))
     restore = summarize(services.config.service(req.service), steps, rows)
     if restore is not None:  # a restore test: what was restored, from which backup, how long, the checks
-        record(s, rows, steps, restore)
+        record(rows, restore)
     proof = proof_of(steps, rows)
     if proof == CHECK:
         return {"proof": proof, "passed": None}

@@ -29,9 +29,8 @@ from sqlmodel import Session, col, select
 
 from bot.actor import Actor
 from bot.audit import record
-from bot.changes import Refused, may_approve
+from bot.changes import Refused, after_commit, includes, may_approve
 from bot.config.dependencies import dependents, waves
-from bot.directory import DirectoryError
 from bot.evacuation_plan import EvacuationPlan, plan_evacuation
 from bot.evacuation_policy import evacuation_policy, members_of, policy_of
 from bot.evacuation_run import advance
@@ -46,13 +45,6 @@ from bot.store import read_scope, session_scope
 from bot.store.evacuation_tables import DRILL_SCENARIO, REGION_PREFIX, Evacuation, EvacuationMember
 from bot.store.models import OPEN_STATES, ChangeRequest, RequestKind, RequestState, Run
 from bot.store.transitions import move_request, move_run
-
-
-def _includes(services: Services, actor: Actor, ids: tuple[str, ...]) -> bool:
-    try:
-        return services.directory.includes(actor.id, ids)
-    except DirectoryError as e:
-        raise Refused("directory_error", error=str(e)) from e
 
 
 def _refuse_if_open(s: Session, region: str) -> None:
@@ -207,7 +199,7 @@ def create(services: Services, actor: Actor, region: str, reason: str, direction
         queue_message(services, s, req)
         if break_glass:
             queue_break_glass(services, s, req)
-    _after(services, req.id, approved=break_glass)
+    after_commit(services, req.id, approved=break_glass)
     services.metrics.created.labels(kind.value).inc()
     op("request.created", request_id=req.id, kind=kind.value, service=req.service, user=actor.id,
        services=len(moving), break_glass=break_glass or None)
@@ -217,27 +209,18 @@ def create(services: Services, actor: Actor, region: str, reason: str, direction
 def _check_asker(services: Services, actor: Actor, policy: Policy, break_glass: bool, justification: str,
                  region: str) -> None:
     name = f"{REGION_PREFIX}{region}"
-    if policy.requesters and not _includes(services, actor, policy.requesters):
+    if policy.requesters and not includes(services, actor, policy.requesters):
         raise Refused("not_requester", service=name, requesters=list(policy.requesters))
     if not policy.approvers:
         raise Refused("evacuation_no_approvers", region=region)
     if break_glass:
         if not policy.break_glass.enabled:
             raise Refused("break_glass_off", service=name)
-        if not _includes(services, actor, tuple(policy.break_glass.group)):
+        if not includes(services, actor, tuple(policy.break_glass.group)):
             raise Refused("not_break_glass", service=name, group=list(policy.break_glass.group))
         if len(justification.split()) < 5:
             raise Refused("justification_short")
 
-
-def _after(services: Services, request_id: int, approved: bool) -> None:
-    if services.outbox is not None:
-        services.outbox.poke()
-    if approved and services.runner is not None:
-        services.runner.poke(request_id)
-
-
-# -- what follows --------------------------------------------------------------------------
 
 def _may_follow_up(services: Services, s: Session, actor: Actor, req: ChangeRequest) -> None:
     policy = policy_of(services.config, s, req)
@@ -306,7 +289,7 @@ def request_resume(services: Services, actor: Actor, request_id: int) -> ChangeR
         record(s, actor, "request.resume", target=req.service, request_id=resume.id, service=req.service,
                text=resume.reason, detail={"parent": req.id})
         queue_message(services, s, resume)
-    _after(services, resume.id, approved=False)
+    after_commit(services, resume.id, approved=False)
     return resume
 
 
@@ -352,5 +335,5 @@ def request_rollback(services: Services, actor: Actor, request_id: int) -> Chang
         record(s, actor, "request.rollback", target=req.service, request_id=rollback.id, service=req.service,
                text=rollback.reason, detail={"parent": req.id, "services": [m.service for m in ran]})
         queue_message(services, s, rollback)
-    _after(services, rollback.id, approved=False)
+    after_commit(services, rollback.id, approved=False)
     return rollback

@@ -198,12 +198,11 @@ def _decide(services: Services, s: Session, req: ChangeRequest) -> Step:
     failed = [m for m in members if m.state == "failed"]
     stopping = bool(ev.aborted_by) or (failed and ev.on_failure == "stop")
     if failed and ev.on_failure == "continue":
-        behind = set().union(*(dependents(services.config, m.service) for m in failed))
+        behind = {f.service: dependents(services.config, f.service) for f in failed}
         for m in members:
-            if m.state == "pending" and m.service in behind:
-                m.state, m.note = "skipped", "depends on " + ", ".join(f.service for f in failed
-                                                                      if m.service in dependents(services.config,
-                                                                                                 f.service))
+            blocking = [name for name, deps in behind.items() if m.service in deps]
+            if m.state == "pending" and blocking:
+                m.state, m.note = "skipped", "depends on " + ", ".join(blocking)
                 changed = True
     if not stopping:
         changed |= _start_next(services, s, req, ev, members, step)

@@ -17,7 +17,6 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlmodel import Session
 
 from bot.config import ServiceConfig
 from bot.config.runbooks import Step
@@ -69,11 +68,11 @@ def summarize(svc: ServiceConfig, steps: list[Step], rows: list[RunStep]) -> dic
     if i is None:
         return None
     spec = steps[i].restore
-    latest = {r.position: r for r in sorted(rows, key=lambda r: (r.attempt, r.id or 0)) if not r.rollback}
+    latest = _latest(rows)
     row = latest.get(i)
     out = _output(row)
-    outputs = _outputs(out)
     details = out.get("details") if isinstance(out.get("details"), dict) else {}
+    outputs = _outputs(out)
     backup = svc.backup(spec.backup)
     seconds = (row.ended_at - row.started_at).total_seconds() if row and row.started_at and row.ended_at else None
     checks = [{"position": j + 1, "name": st.name,
@@ -107,16 +106,17 @@ def summarize(svc: ServiceConfig, steps: list[Step], rows: list[RunStep]) -> dic
     }
 
 
-def record(s: Session, rows: list[RunStep], steps: list[Step], summary: dict[str, Any]) -> None:
-    """Keep ``summary`` with the restore step's (last attempt's) output, in the caller's transaction."""
-    i = summary["step"]["position"] - 1
-    mine = [r for r in rows if r.position == i and not r.rollback]
-    if not mine:
-        return
-    row = s.get(RunStep, max(mine, key=lambda r: (r.attempt, r.id or 0)).id)
-    out = _output(row)
-    row.output = json.dumps(out | {"restore": summary}, default=str)
-    s.add(row)
+def _latest(rows: list[RunStep]) -> dict[int, RunStep]:
+    """Position -> its last attempt (not a rollback)."""
+    return {r.position: r for r in sorted(rows, key=lambda r: (r.attempt, r.id or 0)) if not r.rollback}
+
+
+def record(rows: list[RunStep], summary: dict[str, Any]) -> None:
+    """Keep ``summary`` with the restore step's (last attempt's) output: ``rows`` are the
+    run's steps as loaded in the caller's transaction, which writes the change."""
+    row = _latest(rows).get(summary["step"]["position"] - 1)
+    if row is not None:
+        row.output = json.dumps(_output(row) | {"restore": summary}, default=str)
 
 
 def from_steps(step_outputs: list[Any]) -> dict[str, Any] | None:

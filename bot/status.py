@@ -29,7 +29,7 @@ from bot import backups
 from bot.collector import Collector, Probe
 from bot.config import LoadedConfig, ServiceConfig
 from bot.config.models import LagConfig, StreamConfig
-from bot.config.runbooks import WEIGHTED_BY
+from bot.config.runbooks import splits_by_weight
 from bot.readiness import Assessment, Finding, StreamSpec, Targets, Verdict, assess, order_worst_first, worst
 from bot.readings import Reading, Status
 from bot.store import read_scope
@@ -83,8 +83,7 @@ def split_probes(backends: dict[str, Backend], wanted: dict[str, str]) -> list[P
         backend = backends.get(source)
         if backend is None or WEIGHTS not in backend.capabilities:
             continue
-        option, value = WEIGHTED_BY.get(backend.kind, (None, None))
-        if option is not None and getattr(backend.options, option, value) != value:
+        if not splits_by_weight(backend.kind, backend.options):
             continue  # e.g. Route 53 failover records: never split
         probes.append(Probe((service, "weights"), source, "weights", Target(service)))
     return probes

@@ -248,14 +248,21 @@ WEIGHTED_BY = {"route53_failover": ("policy", "weighted"), "cloudflare_lb": ("mo
 """Kinds that split traffic by weight only with one option set: kind -> (option, value)."""
 
 
+def splits_by_weight(kind: str, options: Any) -> bool:
+    """A source of ``kind`` with ``options`` can split traffic by weight as configured (e.g.
+    Route 53 only with ``policy: weighted``); kinds without such an option always can."""
+    option, value = WEIGHTED_BY.get(kind, (None, None))
+    return option is None or getattr(options, option, value) == value
+
+
 def ramp_problem(source: str, weighs: str | None, kind: str | None, options: Any) -> str | None:
     """Why the step's ``ramp`` cannot run through ``source``, or None. ``weighs``: the
     loader's answer to whether the source has the capability WEIGHTS (None: it has, or its
     own problem is already reported); ``kind``/``options``: the source's, None when broken."""
     if weighs:
         return f"{weighs}: a ramp needs a source that splits traffic by weight ({RAMP_SOURCES})"
-    option, value = WEIGHTED_BY.get(kind or "", (None, None))
-    if option is None or options is None or getattr(options, option, value) == value:
+    if options is None or splits_by_weight(kind or "", options):
         return None
+    option, value = WEIGHTED_BY[kind]
     return (f"source {source!r} (kind {kind}) has {option}: {getattr(options, option)}, which moves traffic all "
             f"at once; a ramp needs {option}: {value} on it")
