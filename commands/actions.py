@@ -14,47 +14,28 @@ from bot.render import Reply
 from bot.services import Services
 from commands import plan
 from commands import status as status_cmd
-from commands.base import FormError, Invocation, UsageError
-
-
-_ID = re.compile(r"[0-9]{1,10}")
-MAX_ID = 2**31 - 1
-"""Row ids are 32-bit integers in the database."""
-
-
-def parse_id(value: str) -> int | None:
-    """A row id written in ASCII digits (``str.isdigit`` also accepts '²' and '١'), or None."""
-    if not _ID.fullmatch(value) or int(value) > MAX_ID:
-        return None
-    return int(value)
-
-
-def _request_id(action: str, value: str) -> int:
-    number = parse_id(value)
-    if number is None:
-        raise UsageError(f"the {action} button carries no request number")
-    return number
+from commands.base import FormError, Invocation, UsageError, parse_id, request_id
 
 
 def decide(verb: str):
     """Approve, Deny, Cancel on a request's message."""
     def run(services: Services, actor: Actor, value: str) -> Reply | None:
-        return changes.decide(services, actor, _request_id(verb, value), verb).reply
+        return changes.decide(services, actor, request_id(verb, value), verb).reply
     return run
 
 
 def rollback(services: Services, actor: Actor, value: str) -> Reply | None:
-    followups.request_rollback(services, actor, _request_id("rollback", value))
+    followups.request_rollback(services, actor, request_id("rollback", value))
     return None
 
 
 def resume(services: Services, actor: Actor, value: str) -> Reply | None:
-    followups.request_resume(services, actor, _request_id("resume", value))
+    followups.request_resume(services, actor, request_id("resume", value))
     return None
 
 
 def abort(services: Services, actor: Actor, value: str) -> Reply | None:
-    followups.abort(services, actor, _request_id("abort", value))
+    followups.abort(services, actor, request_id("abort", value))
     return None
 
 
@@ -76,7 +57,7 @@ def plan_failback(services: Services, actor: Actor, value: str) -> Reply:
 def preview(publish: bool):
     """Publish or Skip on a status-page preview."""
     def run(services: Services, actor: Actor, value: str) -> Reply | None:
-        return incidents.decide_preview(services, actor, _request_id("preview", value), publish=publish)
+        return incidents.decide_preview(services, actor, request_id("preview", value), publish=publish)
     return run
 
 

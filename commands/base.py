@@ -3,6 +3,7 @@ shape of the declarations in ``commands.table``."""
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -89,3 +90,23 @@ def pick_service(inv: Invocation, name: str, topic: str) -> str:
     hint = difflib.get_close_matches(name, names, n=1)
     raise UsageError(f"no service named '{name}'" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                      + f". Services: {', '.join(names)}", topic)
+
+
+_ID = re.compile(r"[0-9]{1,10}")
+MAX_ID = 2**31 - 1
+"""Row ids are 32-bit integers in the database."""
+
+
+def parse_id(value: str) -> int | None:
+    """A row id written in ASCII digits (``str.isdigit`` also accepts '²' and '١'), or None."""
+    if not _ID.fullmatch(value) or int(value) > MAX_ID:
+        return None
+    return int(value)
+
+
+def request_id(action: str, value: str) -> int:
+    """The request number a button carries; UsageError when it carries none."""
+    number = parse_id(value)
+    if number is None:
+        raise UsageError(f"the {action} button carries no request number")
+    return number

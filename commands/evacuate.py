@@ -18,7 +18,7 @@ from bot.changes import Refused
 from bot.evacuation_plan import plan_evacuation
 from bot.render import Reply
 from bot.services import Services
-from commands.base import Invocation, UsageError
+from commands.base import Invocation, UsageError, request_id
 from commands.change_args import BREAK_GLASS, not_one_of, parse_when
 
 WORD = "evacuate"
@@ -116,31 +116,15 @@ def run_return(inv: Invocation) -> Reply:
     return _ask(inv, "return")
 
 
-def _evacuation_id(action: str, value: str) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 10 or int(value) > 2**31 - 1:
-        raise UsageError(f"the {action} button carries no request number")
-    return int(value)
+def _button(verb: str, act):
+    """A button of an evacuation's message: ``act`` on the evacuation its value names (a
+    refusal is answered by the router, like any click's)."""
+    def run(services: Services, actor: Actor, value: str) -> Reply | None:
+        act(services, actor, request_id(verb, value))
+        return None
+    return run
 
 
-def abort(services: Services, actor: Actor, value: str) -> Reply | None:
-    try:
-        evacuation.abort(services, actor, _evacuation_id("abort", value))
-    except Refused as r:
-        return r.reply()
-    return None
-
-
-def resume(services: Services, actor: Actor, value: str) -> Reply | None:
-    try:
-        evacuation.request_resume(services, actor, _evacuation_id("resume", value))
-    except Refused as r:
-        return r.reply()
-    return None
-
-
-def rollback(services: Services, actor: Actor, value: str) -> Reply | None:
-    try:
-        evacuation.request_rollback(services, actor, _evacuation_id("rollback", value))
-    except Refused as r:
-        return r.reply()
-    return None
+abort = _button("abort", evacuation.abort)
+resume = _button("resume", evacuation.request_resume)
+rollback = _button("rollback", evacuation.request_rollback)

@@ -9,7 +9,7 @@ from bot.durations import DurationError, parse_duration
 from bot.incident_followups import add, done, of_channel, reviewed
 from bot.incidents import NoIncident
 from bot.render import Reply
-from commands.actions import parse_id
+from commands.base import parse_id
 from commands.base import Invocation, UsageError
 from commands.incident import MENTION, person
 

@@ -8,7 +8,7 @@ from bot.actor import Actor
 from bot.render import Reply
 from bot.services import Services
 from bot.store.manual_tables import DONE, FAILED
-from commands.actions import parse_id
+from commands.base import parse_id
 from commands.base import FormError, UsageError
 
 

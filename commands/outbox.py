@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from bot.outbox.admin import retry, waiting
 from bot.render import Reply
-from commands.actions import parse_id
-from commands.base import Invocation, UsageError
+from commands.base import Invocation, UsageError, parse_id
 
 NAME = "outbox"
 

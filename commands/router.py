@@ -15,8 +15,7 @@ from bot.oplog import op
 from bot.permissions import check as check_permission
 from bot.render import Reply
 from bot.services import Services
-from commands.actions import parse_id
-from commands.base import FormError, Invocation, UsageError
+from commands.base import FormError, Invocation, UsageError, parse_id
 from commands.table import BUTTONS, FORMS, SUBCOMMANDS
 
 log = logging.getLogger(__name__)

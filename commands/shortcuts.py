@@ -12,8 +12,7 @@ from bot.incident_command import declare, set_role_of, set_severity_of
 from bot.incidents import NoIncident, add_message
 from bot.render import Reply
 from bot.services import Services
-from commands.actions import parse_id
-from commands.base import FormError, UsageError
+from commands.base import FormError, UsageError, parse_id
 from commands.incident import SEVERITIES
 
 USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
