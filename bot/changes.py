@@ -313,11 +313,11 @@ def _slot_for(services: Services, s: Session, req: ChangeRequest, policy: Policy
               where: dict) -> str:
     """The slot this click fills (approve), or "" (deny: anyone who may fill a slot may deny).
     Refused naming the open slots, and why an on-call slot cannot be filled, otherwise."""
-    def includes(user: str, ids: tuple[str, ...]) -> bool:
+    def listed(user: str, ids: tuple[str, ...]) -> bool:
         return includes(services, actor, ids)
 
     if verb == "deny":
-        if not approval_slots.qualifies_any(services, policy, actor, includes):
+        if not approval_slots.qualifies_any(services, policy, actor, listed):
             record(s, actor, "approval.refused", detail={"why": "fills no slot"}, **where)
             raise Refused("no_slot", id=req.id, service=req.service, slots=[x.name for x in policy.slots])
         return ""
@@ -325,7 +325,7 @@ def _slot_for(services: Services, s: Session, req: ChangeRequest, policy: Policy
                      .execution_options(populate_existing=True)).all()
     if any(a.approver == actor.id for a in decided):
         return ""  # _decide_once says what this person decided before
-    picked = approval_slots.pick(services, policy, actor, list(decided), includes)
+    picked = approval_slots.pick(services, policy, actor, list(decided), listed)
     if picked.slot is None:
         record(s, actor, "approval.refused", detail={"why": "no open slot", "open": list(picked.open),
                                                      "problems": picked.problems}, **where)

@@ -506,7 +506,9 @@ def test_the_coordinator_starts_each_service_once_however_many_threads_advance_i
     child per service, never a service of the next wave early, parallelism held. Inside one
     process one thread decides at a time (the others return at once); between the two
     replicas (two Services on one database, each with its runner) the row lock decides."""
-    text = config_text(levels=2, per_level=3, wait="300ms", parallelism=2)
+    # steps long enough that two runs of a wave overlap even when six hammering threads and a
+    # busy machine delay a start by a few hundred ms
+    text = config_text(levels=2, per_level=3, wait="1s", parallelism=2)
     sv = make_services(text, db_url)
     other = make_services(text, db_url)
     stop = threading.Event()
