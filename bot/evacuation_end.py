@@ -60,6 +60,7 @@ def end(services: Services, s: Session, req: ChangeRequest, ev: Evacuation, memb
     skipped = [m.service for m in members if m.state == "skipped"]
     moved = [m.service for m in members if m.state == done_state(ev)]
     verb = "rolled back" if ev.direction == "rollback" else "moved"
+    refused = [m.service for m in members if m.state == "refused"]
     members = [m for m in members if m.state != "refused"]  # never part of it: listed, not counted
     if ev.aborted_by:
         state, why = RequestState.ABORTED, f"aborted by {ev.aborted_by}: {len(moved)} of {len(members)} {verb}"
@@ -76,6 +77,8 @@ def end(services: Services, s: Session, req: ChangeRequest, ev: Evacuation, memb
             queue_message(services, s, root)
     else:
         state, why = RequestState.SUCCEEDED, f"all {len(members)} services moved"
+    if refused:  # an end that reads "all moved" must not hide what stayed behind
+        why += f"; refused before it started, still in place: {', '.join(refused)}"
     if not move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=why):
         return
     ev.ended_at = now

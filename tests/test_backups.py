@@ -296,9 +296,9 @@ def status_estate(aws, moto_endpoint, prom, tmp_path):  # noqa: F811
     aws["rds"].create_db_cluster_snapshot(DBClusterSnapshotIdentifier="orders-nightly", DBClusterIdentifier="orders")
     aws["s3"].create_bucket(Bucket="dumps")
     aws["s3"].put_object(Bucket="dumps", Key="orders/export.json.gz", Body=b"{}")
-    prom.series["etcd_backup_last_success_timestamp_seconds"] = [({"cluster": "main"}, NOW.timestamp() - 600)]
+    clock = Clock()  # the gauge's times count from the service's clock, not from the module's import
+    prom.series["etcd_backup_last_success_timestamp_seconds"] = [({"cluster": "main"}, clock.now.timestamp() - 600)]
     loaded = parse_config(estate(SOURCES, extra=BACKUPS), "backups.yaml", {"MOTO": moto_endpoint, "PROM": prom.url})
-    clock = Clock()
     services = build_services(loaded, db_url=f"sqlite:///{tmp_path}/drbot.db", clock=clock)
     yield services, clock
     services.engine.dispose()
@@ -333,8 +333,9 @@ def test_status_shows_each_backup_against_its_max_age(status_estate):
 
 
 def test_an_old_backup_makes_the_service_at_risk_naming_the_backup(status_estate, prom):
-    services, _ = status_estate
-    prom.series["etcd_backup_last_success_timestamp_seconds"] = [({"cluster": "main"}, NOW.timestamp() - 3 * 3600)]
+    services, clock = status_estate
+    taken = clock.now.timestamp() - 3 * 3600
+    prom.series["etcd_backup_last_success_timestamp_seconds"] = [({"cluster": "main"}, taken)]
     text = fresh(services, "status orders")
     assert text.splitlines()[0].startswith("orders · AT RISK")
     assert "backup etcd is 3h old, max 2h: the newest ({cluster=\"main\"}, prom) was taken" in text

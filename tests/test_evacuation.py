@@ -36,7 +36,7 @@ from tests.paging_support import Clock
 CHANNEL = "C_INC"
 SOURCES = """regions: [us-east-1, us-west-2]
 sources:
-  sim: {kind: sandbox, timeout: 1.0}
+  sim: {kind: sandbox, timeout: 10.0}
 approvals: {required_approvals: 1, approvers: [UBOB, UCAROL], expires: 30m}
 """
 
@@ -153,6 +153,8 @@ def test_an_evacuation_of_20_services_runs_wave_by_wave_in_parallel_under_one_ap
     try:
         with running_app(sv, fake_slack) as app:
             rid = ask_and_approve(app, fake_slack, sv)
+            refused = {m.service: m.note for m in members(sv, rid).values() if m.state == "refused"}
+            assert not refused, refused  # a pre-flight that could not read in time refuses its service
             wait_until("the evacuation ended", lambda: request(sv, rid).state not in (
                 RequestState.PENDING, RequestState.APPROVED, RequestState.RUNNING), timeout=60)
             req = request(sv, rid)
@@ -333,6 +335,26 @@ def test_who_may_ask_approve_abort_and_resume_an_evacuation(tmp_path):
         (resume,) = rows(sv, ChangeRequest, ChangeRequest.kind == RequestKind.RESUME, ChangeRequest.parent_id == rid)
         assert resume.state is RequestState.PENDING and resume.required_approvals == 1
         assert click(sv, BOB, "cr_approve", str(resume.id)).context["code"] == "not_approver"
+    finally:
+        sv.runner.shutdown(5)
+        sv.engine.dispose()
+
+
+def test_an_evacuation_that_ends_well_still_names_the_services_refused_before_it_started(tmp_path):
+    sv = make_services(config_text(levels=2, per_level=2, wait="50ms", parallelism=2),
+                       f"sqlite:///{tmp_path}/d.db")
+    try:
+        busy = dispatch(sv, ALICE, "failover s1a its disk is failing")  # an open change refuses s1a
+        assert busy.template == "request_created", busy
+        rid = dispatch(sv, ALICE, "evacuate us-east-1 the region is down").context["req"].id
+        assert {svc: m.state for svc, m in members(sv, rid).items()} == {
+            "s1a": "refused", "s2a": "refused", "s1b": "pending", "s2b": "pending"}
+        assert click(sv, BOB, "cr_approve", str(rid)) is None
+        wait_until("evacuated", lambda: request(sv, rid).state not in (
+            RequestState.PENDING, RequestState.APPROVED, RequestState.RUNNING), timeout=30)
+        req = request(sv, rid)
+        assert req.state is RequestState.SUCCEEDED, req.state_reason
+        assert req.state_reason == "all 2 services moved; refused before it started, still in place: s1a, s2a"
     finally:
         sv.runner.shutdown(5)
         sv.engine.dispose()
