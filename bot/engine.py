@@ -63,12 +63,12 @@ they started (``Runner.shutdown``); DRBOT_SHUTDOWN_GRACE plus this stays under K
 
 def _due(now: datetime):
     """Approved requests that may start now: not a calendar change, past ``not_before``,
-    and, for a scheduled drill, its occurrence started by the scheduler."""
+    and, for a drill on the calendar (a service's or a region's), its occurrence started by
+    the scheduler."""
     started = select(DrillOccurrence.id).where(DrillOccurrence.state == OccurrenceState.STARTED)
     return (ChangeRequest.state == RequestState.APPROVED, col(ChangeRequest.kind).not_in(CALENDAR_KINDS),
             col(ChangeRequest.not_before).is_(None) | (ChangeRequest.not_before <= now),
-            or_(col(ChangeRequest.occurrence_id).is_(None), ChangeRequest.kind != RequestKind.DRILL,
-                col(ChangeRequest.occurrence_id).in_(started)))
+            or_(col(ChangeRequest.occurrence_id).is_(None), col(ChangeRequest.occurrence_id).in_(started)))
 
 
 class Runner:
