@@ -22,11 +22,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from bot.config.runbooks import confirmed_by
 from bot.plans import steps_for
-from bot.restore_drill import record, summarize
+from bot.restore_drill import recorded, summarize
 from bot.services import Services
 from bot.store.models import ChangeRequest, RunStep, StepState
 
@@ -64,15 +64,16 @@ def proof_of(steps: list, rows: list[RunStep]) -> str:
     return NOT_MOVED
 
 
-def drill_values(services: Services, s: Session, run_id: int, request_id: int, passed: bool | None) -> dict[str, Any]:
-    """The drill run's ``proof`` and its ``passed`` as a drill, from the steps that ran."""
+def drill_values(services: Services, s: Session, request_id: int, rows: list[RunStep],
+                 passed: bool | None) -> tuple[dict[str, Any], tuple[int, str] | None]:
+    """The drill run's ``proof`` and its ``passed`` as a drill, from ``rows`` (its run's
+    steps as they are at its end); and, for a restore test, the restore step's row id and
+    its output with what was restored, from which backup, how long and the checks."""
     req = s.get(ChangeRequest, request_id)
     steps = [p.step for p in steps_for(services, s, req) if not p.rollback]
-    rows = list(s.exec(select(RunStep).where(RunStep.run_id == run_id).order_by(col(RunStep.id))))
     restore = summarize(services.config.service(req.service), steps, rows)
-    if restore is not None:  # a restore test: what was restored, from which backup, how long, the checks
-        record(rows, restore)
+    kept = recorded(rows, restore) if restore is not None else None
     proof = proof_of(steps, rows)
     if proof == CHECK:
-        return {"proof": proof, "passed": None}
-    return {"proof": proof, "passed": bool(passed) and proof == MOVED}
+        return {"proof": proof, "passed": None}, kept
+    return {"proof": proof, "passed": bool(passed) and proof == MOVED}, kept

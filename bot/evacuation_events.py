@@ -44,7 +44,7 @@ def queue_statuspage(services: Services, s: Session, req: ChangeRequest, what: s
                      waves: int = 0, context: dict | None = None) -> None:
     """``what``: 'started', 'wave' or 'ended' (``context``: its state and counts)."""
     sp = services.config.statuspage
-    inc = for_channel(s, req.channel)
+    inc = for_channel(s, req.channel) if sp is not None else None
     if sp is None or inc is None or inc.status.value == "resolved":
         return
     auto = bool(inc.statuspage_id) and sp.publish.get(inc.severity, "preview") == "auto"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -116,28 +117,31 @@ def child_ended(services: Services, req: ChangeRequest) -> None:
     to read."""
     if req.kind is not RequestKind.RESUME and gate_of(services).nudge(req.parent_id):
         return
-    with read_scope(services.engine) as s:
-        found = {m.child_id: m for m in s.exec(select(EvacuationMember).where(
-            col(EvacuationMember.child_id).in_([req.id, req.parent_id])))}
-        member = found.get(req.id) or (found.get(req.parent_id) if req.kind is RequestKind.RESUME else None)
-        evacuation_id = member.evacuation_id if member is not None else None
-        worth = evacuation_id is not None and _worth_deciding(s, evacuation_id)
-    if worth:
-        advance(services, evacuation_id)
+    ids = [req.id, req.parent_id] if req.kind is RequestKind.RESUME else [req.id]
+    # one statement, no transaction around it (one snapshot): the services of a wave end together
+    with services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        found = conn.execute(_WAVES, {"ids": ids}).all()
+    if found and _worth_deciding(found):
+        advance(services, found[0].evacuation_id)
 
 
-def _worth_deciding(s: Session, evacuation_id: int) -> bool:
-    members = members_of(s, evacuation_id)
-    ids = [m.child_id for m in members if m.child_id is not None]
-    states = dict(s.exec(select(ChangeRequest.id, ChangeRequest.state).where(col(ChangeRequest.id).in_(ids)))
-                  .all()) if ids else {}
-    active = [m for m in members if m.child_id is not None
-              and states.get(m.child_id) in (RequestState.APPROVED, RequestState.RUNNING)]
-    if not active or any(states.get(m.child_id) is not RequestState.SUCCEEDED for m in members
-                         if m.child_id is not None and m not in active):
-        return True  # the wave is over, or something failed or was interrupted: decide now
+_M, _R = EvacuationMember.__table__, ChangeRequest.__table__
+_WAVES = (select(_M.c.evacuation_id, _M.c.wave, _M.c.state, _M.c.child_id, _R.c.state.label("child_state"))
+          .select_from(_M.outerjoin(_R, _R.c.id == _M.c.child_id))
+          .where(_M.c.evacuation_id == select(_M.c.evacuation_id).where(_M.c.child_id.in_(bindparam("ids", expanding=True)))
+                 .limit(1).scalar_subquery()))
+"""Every member of the evacuation a child belongs to, with its child's state."""
+
+
+def _worth_deciding(members) -> bool:
+    """From ``_WAVES``: the wave is over, something failed or was interrupted, or a slot
+    freed in the wave with services waiting."""
+    started = [m for m in members if m.child_id is not None]
+    active = [m for m in started if m.child_state in (RequestState.APPROVED, RequestState.RUNNING)]
+    if not active or any(m.child_state is not RequestState.SUCCEEDED for m in started if m not in active):
+        return True
     wave = max(m.wave for m in active)
-    return any(m.state == "pending" and m.wave == wave for m in members)  # a slot freed in the wave
+    return any(m.state == "pending" and m.wave == wave for m in members)
 
 
 def sweep(services: Services) -> list[int]:

@@ -26,6 +26,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, func, select
 
 from bot.collector import Probe
@@ -62,10 +63,10 @@ def detection_of(s: Session, req: ChangeRequest) -> tuple[datetime | None, str]:
     request's service open when it was made; (None, '') for drills and without one."""
     if req.kind is RequestKind.DRILL:
         return None, ""
-    open_then = s.exec(select(Incident).where(Incident.opened_at <= req.created_at)
+    open_then = s.exec(select(Incident).where(Incident.opened_at <= req.created_at, or_(
+        col(Incident.resolved_at).is_(None), Incident.resolved_at >= req.created_at))
                        .order_by(col(Incident.opened_at).desc())).all()
-    inc = next((i for i in open_then if req.service in json.loads(i.services or "[]")
-                and (i.resolved_at is None or i.resolved_at >= req.created_at)), None)
+    inc = next((i for i in open_then if req.service in json.loads(i.services or "[]")), None)
     if inc is None:
         return None, ""
     declared = min(t for t in (inc.detected_at, inc.opened_at) if t is not None)
@@ -93,15 +94,15 @@ def rpo_of(steps: list[RunStep], diverged: bool = False) -> tuple[float | None, 
     return None, "no_database_move", ""
 
 
-def measure(s: Session, req: ChangeRequest, run: Run, now: datetime, svc: ServiceConfig,
+def measure(s: Session, req: ChangeRequest, run: Run, now: datetime, svc: ServiceConfig, rows: list[RunStep],
             diverged: bool = False) -> dict[str, Any]:
-    """The Run's measurement columns and ``passed`` for a run that succeeded, read in the
-    caller's session after its last step was persisted."""
-    steps = list(s.exec(select(RunStep).where(RunStep.run_id == run.id, RunStep.state == StepState.SUCCEEDED)
-                        .order_by(col(RunStep.ended_at), col(RunStep.id))))
+    """The Run's measurement columns and ``passed`` for a run that succeeded, from ``rows``
+    (its steps as they are at its end), with the incident read in the caller's session."""
+    steps = sorted((st for st in rows if st.state is StepState.SUCCEEDED),
+                   key=lambda st: (_aware(st.ended_at) if st.ended_at else now, st.id or 0))
     verified = [_aware(st.ended_at) for st in steps if "verify" in _output(st) and st.ended_at is not None]
     end = max(verified) if verified else now
-    origin = s.get(ChangeRequest, run.request_id) or req
+    origin = req if req.id == run.request_id else (s.get(ChangeRequest, run.request_id) or req)
     # a scheduled drill approved ahead of time is timed from its start, not from the click
     decided = max(_aware(run.approved_at), _aware(origin.not_before)) if origin.not_before else _aware(run.approved_at)
     detected_at, detection = detection_of(s, origin)

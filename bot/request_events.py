@@ -33,6 +33,12 @@ def queue_progress(services: Services, s: Session, req: ChangeRequest) -> None:
         enqueue(s, RunProgress(**_fields(req)), services.clock())
 
 
+def message_in(services: Services, writes: Writes, req: ChangeRequest) -> None:
+    """``queue_message`` as writes of a batch (a run's end: ``bot.run_records``)."""
+    if req.channel:
+        enqueue_in(writes, RequestMessage(**_fields(req)), services.clock())
+
+
 def progress_in(services: Services, writes: Writes, req: ChangeRequest) -> None:
     """``queue_progress`` as writes of a batch (a step boundary: ``bot.run_records``)."""
     if req.channel:

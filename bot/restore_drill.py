@@ -111,12 +111,13 @@ def _latest(rows: list[RunStep]) -> dict[int, RunStep]:
     return {r.position: r for r in sorted(rows, key=lambda r: (r.attempt, r.id or 0)) if not r.rollback}
 
 
-def record(rows: list[RunStep], summary: dict[str, Any]) -> None:
-    """Keep ``summary`` with the restore step's (last attempt's) output: ``rows`` are the
-    run's steps as loaded in the caller's transaction, which writes the change."""
+def recorded(rows: list[RunStep], summary: dict[str, Any]) -> tuple[int, str] | None:
+    """The restore step's (last attempt's) row id and its output with ``summary`` kept in
+    it, for the run's last transaction to write (None: the step never ran)."""
     row = _latest(rows).get(summary["step"]["position"] - 1)
-    if row is not None:
-        row.output = json.dumps(_output(row) | {"restore": summary}, default=str)
+    if row is None or row.id is None:
+        return None
+    return row.id, json.dumps(_output(row) | {"restore": summary}, default=str)
 
 
 def from_steps(step_outputs: list[Any]) -> dict[str, Any] | None:

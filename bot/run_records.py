@@ -9,22 +9,21 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import bindparam, func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from bot.audit import SYSTEM, record, record_in
+from bot.audit import SYSTEM, record_in
 from bot.drill_proof import drill_values
 from bot.measurements import measure
 from bot.oplog import op
 from bot.plans import Planned
 from bot.preflight import Preflight
-from bot.request_events import progress_in, queue_message, queue_progress, queue_report
+from bot.request_events import message_in, progress_in, queue_report
 from bot.services import Services
-from bot.store import session_scope
-from bot.store.batch import Write, Writes, commit
+from bot.store import read_scope, session_scope
+from bot.store.batch import Write, Writes, apply, commit
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState, aware
-from bot.store.transitions import move_request, move_run
 
-_STEPS, _RUNS = RunStep.__table__, Run.__table__
+_STEPS, _RUNS, _REQUESTS = RunStep.__table__, Run.__table__, ChangeRequest.__table__
 _STATES = ServiceState.__table__
 _BEAT = _RUNS.update().where(_RUNS.c.id == bindparam("run_id"))
 
@@ -123,7 +122,7 @@ def persist_end(s: Session, sv: Services, r: RunState, ended: Ended) -> None:
 def _end_in(writes: Writes, sv: Services, r: RunState, ended: Ended) -> None:
     req, p = r.req, ended.planned
     writes.add(Write(_STEPS, {"state": ended.state, "ended_at": ended.ended_at, "error": ended.error,
-                              "output": json.dumps(ended.output, default=str)}, where=_by_id, params={"id": ended.step_id}))
+                              "output": _output_of(ended)}, where=_by_id, params={"id": ended.step_id}))
     if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
         writes.add(region_write(sv, req.service, p.region, req.id))
     record_in(writes, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id,
@@ -144,45 +143,87 @@ def _ended(sv: Services, r: RunState, ended: Ended) -> None:
 def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, why: str,
            diverged: bool = False, succeeded: bool = False, stale: Preflight | None = None) -> None:
     """The run's end: the last step, measurements, the request's and run's final state, the
-    region record, the audit entry, the messages queued; one transaction."""
+    region record, the audit entry, the messages queued. What it measures is read first (the
+    run's steps, with the last as it ends); the writes, which read nothing back, are one
+    transaction: on PostgreSQL one statement (``bot.store.batch``), so that the services of
+    an evacuation's wave ending together do not queue behind each other's round trips."""
     req, run = r.req, r.run
     now = sv.clock()
     svc = sv.config.service(req.service)
-    with session_scope(sv.engine) as s:
-        if ended is not None:
-            persist_end(s, sv, r, ended)
-        values = {"ended_at": now, "error": why}
+    values: dict = {"ended_at": now, "error": why}
+    kept = None
+    with read_scope(sv.engine) as s:
+        rows = _steps_at_end(s, run.id, ended)
         if succeeded:  # RTO from detection, decision and run start; RPO with its method
-            values |= measure(s, req, s.get(Run, run.id), now, svc, diverged=diverged)
+            values |= measure(s, req, run, now, svc, rows, diverged=diverged)
         else:
             values["passed"] = False
         if run.kind is RequestKind.DRILL:  # passes only if it moved something and read it back
-            values |= drill_values(sv, s, run.id, run.request_id, values.get("passed"))
-        move_run(s, run.id, [RequestState.RUNNING], state, **values)
-        move_request(s, req.id, [RequestState.RUNNING], state, closed_at=now, state_reason=why,
-                     **({"preflight": stale.to_json()} if stale is not None else {}))
-        if req.kind is RequestKind.RESUME:
-            move_request(s, req.parent_id, [RequestState.RUNNING], state, closed_at=now, state_reason=why)
-        if req.kind is RequestKind.ROLLBACK and succeeded:
-            move_request(s, req.parent_id, [RequestState.FAILED], RequestState.ROLLED_BACK, closed_at=now,
-                         state_reason=f"rolled back by #{req.id}")
-            record(s, SYSTEM, "request.rolled_back", target=req.service, request_id=req.parent_id,
-                   service=req.service, detail={"rollback": req.id})
-        if succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK):
-            record_region(s, sv, req.service, req.to_region, req.id)
-        record(s, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
-               text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
-        queue_message(sv, s, req)  # the event names the request; its delivery reads the state then
-        queue_progress(sv, s, r.progress)
-        if req.parent_id:
-            queue_message(sv, s, s.get(ChangeRequest, req.parent_id))
-        if req.kind is RequestKind.DRILL:
+            proof, kept = drill_values(sv, s, run.request_id, rows, values.get("passed"))
+            values |= proof
+        parent = s.get(ChangeRequest, req.parent_id) if req.parent_id else None
+    writes = Writes()
+    if ended is not None:
+        _end_in(writes, sv, r, ended)
+    writes.add(Write(_RUNS, {"state": state, **values}, where=_running, params={"id": run.id}))
+    closed = {"state": state, "closed_at": now, "state_reason": why}
+    writes.add(Write(_REQUESTS, closed | ({"preflight": stale.to_json()} if stale is not None else {}),
+                     where=_running, params={"id": req.id}))
+    if req.kind is RequestKind.RESUME:
+        writes.add(Write(_REQUESTS, closed, where=_running, params={"id": req.parent_id}))
+    if req.kind is RequestKind.ROLLBACK and succeeded:
+        writes.add(Write(_REQUESTS, {"state": RequestState.ROLLED_BACK, "closed_at": now,
+                                     "state_reason": f"rolled back by #{req.id}"}, where=_failed,
+                         params={"id": req.parent_id}))
+        record_in(writes, SYSTEM, "request.rolled_back", target=req.service, request_id=req.parent_id,
+                  service=req.service, detail={"rollback": req.id})
+    if succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK):
+        # it supersedes the last step's (a traffic shift's): one statement may not change a row twice
+        writes.items = [w for w in writes.items if w.table is not _STATES]
+        writes.add(region_write(sv, req.service, req.to_region, req.id))
+    record_in(writes, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
+              text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
+    message_in(sv, writes, req)  # the event names the request; its delivery reads the state then
+    progress_in(sv, writes, r.progress)
+    if parent is not None:
+        message_in(sv, writes, parent)
+    if kept is not None:  # a restore test's summary, kept in its step's row
+        writes.add(Write(_STEPS, {"output": kept[1]}, where=_by_id, params={"id": kept[0]}))
+    if run.kind is RequestKind.DRILL:
+        # its report is queued once under its key, which a batch cannot check; and the summary may
+        # rewrite the row the last step's end writes (one statement may not change a row twice)
+        with session_scope(sv.engine) as s:
+            writes.run(s)
             queue_report(sv, s, req)
+    else:
+        apply(sv.engine, writes)
     seconds = (now - aware(run.started_at)).total_seconds()
     sv.metrics.run_finished(req.kind.value, req.service, state.value, seconds, values)
     op("run.finished", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service,
        outcome=state.value, reason=why or None, seconds=round(seconds, 3),
        rto_s=values.get("measured_rto_s"), rpo_s=values.get("measured_rpo_s"))
+
+
+def _running(table, bind):
+    return (table.c.id == bind("id")) & (table.c.state == RequestState.RUNNING)
+
+
+def _failed(table, bind):
+    return (table.c.id == bind("id")) & (table.c.state == RequestState.FAILED)
+
+
+def _steps_at_end(s: Session, run_id: int, ended: Ended | None) -> list[RunStep]:
+    """The run's steps as they are once ``ended`` (not yet written) is: read, with the last
+    one's end applied to a copy."""
+    rows = list(s.exec(select(RunStep).where(RunStep.run_id == run_id).order_by(col(RunStep.id))))
+    if ended is None:
+        return rows
+    end = {"state": ended.state, "ended_at": ended.ended_at, "error": ended.error, "output": _output_of(ended)}
+    return [RunStep(**(row.model_dump() | end)) if row.id == ended.step_id else row for row in rows]
+
+
+def _output_of(ended: Ended) -> str:
+    return json.dumps(ended.output, default=str)
 
 
 def region_write(sv: Services, service: str, active: str, request_id: int) -> Write:
@@ -191,9 +232,3 @@ def region_write(sv: Services, service: str, active: str, request_id: int) -> Wr
     return Write(_STATES, {"service": service, "active_region": active,
                            "standby_region": svc.standby if active == svc.active else svc.active,
                            "updated_at": sv.clock(), "changed_by_request": request_id}, upsert_on=("service",))
-
-
-def record_region(s: Session, sv: Services, service: str, active: str, request_id: int) -> None:
-    writes = Writes()
-    writes.add(region_write(sv, service, active, request_id))
-    writes.run(s)

@@ -6,8 +6,8 @@ from datetime import datetime
 from functools import cache
 
 from sqlalchemy import and_, bindparam, or_
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
 
 from bot.events import BY_KIND, Event
 from bot.store.batch import Write, Writes
@@ -74,18 +74,20 @@ def enqueue(session: Session, event: Event, now: datetime) -> bool:
         if folded:
             return False
     key = event.key()
-    if key is not None and session.exec(select(OutboxItem.id).where(OutboxItem.idempotency_key == key)).first():
-        return False
-    item = OutboxItem(**_values(event, payload, key, now))
     if key is None:
-        session.add(item)
+        session.add(OutboxItem(**_values(event, payload, key, now)))
         return True
-    try:  # the same key queued at the same moment by another replica: one wins
-        with session.begin_nested():
-            session.add(item)
-    except IntegrityError:
-        return False
-    return True
+    # queued before, or at the same moment by another replica: one wins, in one round trip
+    session.flush()  # what was added before keeps its place in the stream (ids in order)
+    insert_once = _insert_once(session.get_bind().dialect.name)
+    return session.execute(insert_once, _defaults() | _values(event, payload, key, now)).first() is not None
+
+
+@cache
+def _insert_once(dialect: str):
+    """INSERT of a new item unless one with its idempotency key exists (both databases)."""
+    stmt = (postgresql if dialect == "postgresql" else sqlite).insert(_ITEMS)
+    return stmt.on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(_ITEMS.c.id)
 
 
 def parse(item: OutboxItem) -> Event:

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sqlalchemy import Engine, Table, bindparam, exists, func, insert, literal, select
+from sqlalchemy import Engine, Table, bindparam, exists, func, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session
@@ -113,11 +113,26 @@ class Writes:
                 inserted += session.execute(statements[1], params).rowcount
         return inserted
 
-    def _joined(self, final: Write, returning: str):
-        """The writes as CTEs of ``final`` (an INSERT) returning ``returning`` (PostgreSQL)."""
+    def _joined(self, final: Write | None, returning: str):
+        """The writes as CTEs of ``final`` (an INSERT) returning ``returning``, or of a SELECT
+        of the count alone when there is no final INSERT (PostgreSQL runs a data-modifying
+        CTE whether or not the statement reads it)."""
         def build():
             ctes, queued = [], []
+            rows: dict[tuple, list[int]] = {}  # plain INSERTs of one table and columns: one multi-row INSERT
             for n, w in enumerate(self.items):
+                if w.where is None and not w.upsert_on:
+                    rows.setdefault((w.table.name, *w.values), []).append(n)
+            for group in rows.values():
+                t, columns = self.items[group[0]].table, list(self.items[group[0]].values)
+                # one INSERT gives the rows their ids in order (separate CTEs run in no set order);
+                # from a UNION ALL, not a multi-row VALUES, which SQLAlchemy cannot cache compiled
+                found = [select(*(_bind(t, f"w{n}_", c) for c in columns)) for n in group]
+                ctes.append(insert(t).from_select(columns, union_all(*found) if len(found) > 1 else found[0])
+                            .cte(f"w{group[0]}"))
+            for n, w in enumerate(self.items):
+                if w.where is None and not w.upsert_on:
+                    continue
                 statements = _statements(w, f"w{n}_", "postgresql")
                 if len(statements) == 1:
                     ctes.append(statements[0].cte(f"w{n}"))
@@ -130,9 +145,15 @@ class Writes:
                               .returning(key).cte(f"w{n}_queued"))
                 ctes += [folded, queued[-1]]
             inserted = sum((select(func.count()).select_from(q).scalar_subquery() for q in queued), literal(0))
+            if final is None:
+                return select(inserted).add_cte(*ctes)
             last = _statements(final, "f_", "postgresql")[0]
             return last.returning(final.table.c[returning], inserted).add_cte(*ctes)
-        return _built(("joined", *(w.shape() for w in self.items), final.shape(), returning), build)
+        return _built(("joined", *(w.shape() for w in self.items), final.shape() if final else None, returning),
+                      build)
+
+    def _params(self) -> dict[str, Any]:
+        return {k: v for n, w in enumerate(self.items) for k, v in _params(w, f"w{n}_").items()}
 
 
 def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tuple[Any, int]:
@@ -140,7 +161,7 @@ def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tupl
     ``returning`` of the row ``final`` inserted, and how many rows the writes' ``otherwise``
     inserted (e.g. an outbox item queued, not folded into an undelivered one)."""
     if engine.dialect.name == "postgresql":
-        params = {k: v for n, w in enumerate(writes.items) for k, v in _params(w, f"w{n}_").items()}
+        params = writes._params()
         params.update(_params(final, "f_"))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             value, inserted = conn.execute(writes._joined(final, returning), params).one()
@@ -151,3 +172,14 @@ def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tupl
                       lambda: _statements(final, "", "sqlite")[0].returning(final.table.c[returning]))
         return s.execute(last, _params(final, "")).scalar_one(), inserted
 
+
+
+def apply(engine: Engine, writes: Writes) -> int:
+    """``writes`` in one transaction (on PostgreSQL one statement in autocommit): how many
+    rows their ``otherwise`` inserted. Two writes of one statement must not change the same
+    row (PostgreSQL would apply only one of them): run those with ``Writes.run`` instead."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return int(conn.execute(writes._joined(None, ""), writes._params()).scalar_one())
+    with session_scope(engine) as s:
+        return writes.run(s)
