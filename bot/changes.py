@@ -23,7 +23,7 @@ from bot.actor import Actor
 from bot.audit import SYSTEM, record
 from bot.directory import DirectoryError
 from bot.events import ApprovalRelaxed
-from bot.evacuation_policy import policy_of
+from bot.evacuation_policy import occurrence_policy, policy_of
 from bot.metrics import decision_outcome
 from bot.oplog import op
 from bot.outbox.queue import enqueue
@@ -95,7 +95,7 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
     """Check who asks, run the pre-flight, persist the request and queue its message.
     ``allow_data_loss``: the requester accepts moving to a database that does not replicate
     from the writer (audited as ``request.allow_data_loss``)."""
-    policy = policy_for(services.config, service)
+    policy = _policy(services, kind, service, occurrence_id)
     if policy.requesters and not includes(services, actor, policy.requesters):
         raise Refused("not_requester", service=service, requesters=list(policy.requesters))
     if break_glass:
@@ -156,6 +156,15 @@ def create(services: Services, actor: Actor, kind: RequestKind, service: str, fr
     op("request.created", request_id=req.id, kind=kind.value, service=service, user=actor.id,
        break_glass=break_glass or None, not_before=postpone_to)
     return req
+
+
+def _policy(services: Services, kind: RequestKind, service: str, occurrence_id: int | None) -> Policy:
+    """A change of the drill calendar is decided by the drill's own policy (a region drill's:
+    the evacuation's); any other change by its service's."""
+    if kind in CALENDAR_KINDS and occurrence_id is not None:
+        with read_scope(services.engine) as s:
+            return occurrence_policy(services.config, s, occurrence_id)
+    return policy_for(services.config, service)
 
 
 def _relax(services: Services, s: Session, req: ChangeRequest, policy: Policy, now: datetime) -> None:

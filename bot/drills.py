@@ -1,4 +1,5 @@
-"""Scheduled drills: occurrences from each service's cron schedules, announced ahead of
+"""Scheduled drills: occurrences from each service's cron schedules (and each region's:
+``bot.region_drills``), announced ahead of
 time (default 24h and 1h before, and at the start) in one thread, approved ahead of time
 by two people, started by the scheduler at their time only if approved, marked missed
 otherwise. ``tick`` is idempotent: every step is a conditional update or a unique insert,
@@ -9,17 +10,17 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from bot import changes
+from bot import changes, region_drills
 from bot.actor import Actor
 from bot.audit import record
 from bot.drill_calendar import SCHEDULER
 from bot.config import ServiceConfig
-from bot.config.schedules import DrillSchedule
+from bot.config.schedules import CalendarSchedule
+from bot.drill_schedules import channel_for, fire_times, grace_of, lead_times, region_of, schedule_for
 from bot.events import DrillPost
 from bot.outbox.queue import enqueue
 from bot.permissions import require
@@ -29,39 +30,15 @@ from bot.request_events import queue_message
 from bot.services import Services
 from bot.store import read_scope, session_scope
 from bot.store.drill_tables import DrillOccurrence, OccurrenceState
+from bot.store.evacuation_tables import REGION_PREFIX
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run
 from bot.store.transitions import move_request
 
 log = logging.getLogger(__name__)
 
 
-def fire_times(schedule: DrillSchedule, after: datetime, until: datetime) -> list[datetime]:
-    trigger = CronTrigger.from_crontab(schedule.cron, timezone=schedule.timezone)
-    out, previous, t = [], None, after
-    while len(out) < 50:
-        t = trigger.get_next_fire_time(previous, t)
-        if t is None or t > until:
-            break
-        out.append(t)
-        previous = t
-        t = t + timedelta(seconds=1)
-    return out
-
-
-def lead_times(schedule: DrillSchedule | None) -> list[int]:
-    """Announcement lead times in seconds, largest first, ending with 0 (the start).
-    An ad-hoc drill (no schedule) uses the defaults."""
-    announce = schedule.announce if schedule else DrillSchedule.model_fields["announce"].default
-    return sorted({int(x.total_seconds()) for x in announce}, reverse=True) + [0]
-
-
-def channel_for(services: Services, svc: ServiceConfig, schedule: DrillSchedule | None) -> str:
-    return (schedule.channel if schedule else None) or svc.channel or services.config.slack.channels.announcements or ""
-
-
-def schedule_of(services: Services, occ: DrillOccurrence) -> DrillSchedule | None:
-    svc = services.config.service(occ.service)
-    return svc.drill_schedule(occ.schedule) if svc else None
+def schedule_of(services: Services, occ: DrillOccurrence) -> CalendarSchedule | None:
+    return schedule_for(services.config, occ.service, occ.schedule)
 
 
 # -- planning ---------------------------------------------------------------------------
@@ -94,7 +71,7 @@ def create_occurrence(services: Services, svc: ServiceConfig, schedule: str, at:
     try:
         with session_scope(services.engine) as s:
             occ = DrillOccurrence(service=svc.name, schedule=schedule, planned_for=at, starts_at=at,
-                                  channel=channel_for(services, svc, svc.drill_schedule(schedule)))
+                                  channel=channel_for(services.config, svc.name, svc.drill_schedule(schedule)))
             s.add(occ)
             s.flush()
             req = ChangeRequest(kind=RequestKind.DRILL, service=svc.name, from_region=active, to_region=standby,
@@ -119,8 +96,8 @@ def create_occurrence(services: Services, svc: ServiceConfig, schedule: str, at:
 def tick(services: Services) -> dict[str, list[int]]:
     """Plan, announce, start or miss whatever is due now. Safe to run at any rate."""
     now = services.clock()
-    done: dict[str, list[int]] = {"planned": plan_occurrences(services, now), "announced": [], "started": [],
-                                  "missed": []}
+    planned = plan_occurrences(services, now) + region_drills.plan(services, now)
+    done: dict[str, list[int]] = {"planned": planned, "announced": [], "started": [], "missed": []}
     with session_scope(services.engine) as s:
         open_ = s.exec(select(DrillOccurrence).where(DrillOccurrence.state == OccurrenceState.PLANNED)
                        .order_by(col(DrillOccurrence.starts_at))).all()
@@ -171,8 +148,7 @@ def _poke(services: Services) -> None:
 
 
 def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> str:
-    schedule = schedule_of(services, occ)
-    grace = schedule.grace if schedule else timedelta(minutes=15)
+    grace = grace_of(schedule_of(services, occ))
     with session_scope(services.engine) as s:
         req = s.get(ChangeRequest, occ.request_id)
         late = now > occ.starts_at + grace
@@ -239,13 +215,15 @@ def upcoming(services: Services, limit: int = 20) -> list[dict]:
     with session_scope(services.engine) as s:
         planned = s.exec(select(DrillOccurrence).where(DrillOccurrence.state == OccurrenceState.PLANNED)).all()
     taken = {(o.service, o.schedule, o.planned_for) for o in planned}
-    out = [{"service": o.service, "schedule": o.schedule, "at": o.starts_at, "occ": o} for o in planned]
-    for svc in services.config.services:
-        for schedule in svc.drills:
-            for at in fire_times(schedule, now, now + UPCOMING_HORIZON)[:3]:
-                if (svc.name, schedule.name, at) not in taken:
-                    out.append({"service": svc.name, "schedule": schedule.name, "at": at, "occ": None,
-                                "scenario": schedule.scenario})
+    out = [{"service": o.service, "region": region_of(o.service), "schedule": o.schedule, "at": o.starts_at,
+            "occ": o} for o in planned]
+    schedules = [(svc.name, schedule) for svc in services.config.services for schedule in svc.drills]
+    schedules += [(f"{REGION_PREFIX}{d.region}", d) for d in services.config.evacuation.drills]
+    for service, schedule in schedules:
+        for at in fire_times(schedule, now, now + UPCOMING_HORIZON)[:3]:
+            if (service, schedule.name, at) not in taken:
+                out.append({"service": service, "region": region_of(service), "schedule": schedule.name, "at": at,
+                            "occ": None, "scenario": getattr(schedule, "scenario", "")})
     out.sort(key=lambda u: u["at"])
     return out[:limit]
 

@@ -31,6 +31,7 @@ from bot.actor import Actor
 from bot.audit import record
 from bot.changes import Refused, after_commit, includes, may_approve
 from bot.config.dependencies import dependents, waves
+from bot.drill_calendar import SCHEDULER
 from bot.evacuation_plan import EvacuationPlan, plan_evacuation
 from bot.evacuation_policy import evacuation_policy, members_of, policy_of
 from bot.evacuation_run import advance
@@ -42,6 +43,7 @@ from bot.request_events import queue_break_glass, queue_message
 from bot.run_facts import sources_of
 from bot.services import Services
 from bot.store import read_scope, session_scope
+from bot.store.drill_tables import DrillOccurrence
 from bot.store.evacuation_tables import DRILL_SCENARIO, REGION_PREFIX, Evacuation, EvacuationMember
 from bot.store.models import OPEN_STATES, ChangeRequest, RequestKind, RequestState, Run
 from bot.store.transitions import move_request, move_run
@@ -146,12 +148,18 @@ def members_for_return(services: Services, region: str) -> list[EvacuationMember
 
 
 def create(services: Services, actor: Actor, region: str, reason: str, direction: str = "evacuate",
-           break_glass: bool = False, justification: str = "", not_before: datetime | None = None) -> ChangeRequest:
+           break_glass: bool = False, justification: str = "", not_before: datetime | None = None,
+           occurrence: DrillOccurrence | None = None) -> ChangeRequest:
     """Check who asks, plan it (pre-flights read live), persist the request with its
-    members and queue its message. ``not_before`` (a scheduled region drill): posted now,
-    approved ahead, it starts at that time only if approved by then, else it expires."""
+    members and queue its message. ``not_before`` (a scheduled region drill): approved
+    ahead, it starts at that time only if approved by then, else it expires.
+    ``occurrence`` (a region drill on the calendar, ``bot.region_drills``): inserted first,
+    in the same transaction (its unique key makes planning idempotent: IntegrityError when
+    it exists); the request is posted by the occurrence's first announcement, and the
+    scheduler (its requester when planned from ``evacuation.drills``) asks for two approvals."""
     config = services.config
-    if not_before is not None:  # scheduling a region drill changes the drill calendar
+    scheduler = actor is SCHEDULER
+    if not_before is not None and not scheduler:  # scheduling a region drill changes the drill calendar
         require(services, actor, "drill_calendar")
     with read_scope(services.engine) as s:
         _refuse_if_open(s, region)
@@ -167,20 +175,31 @@ def create(services: Services, actor: Actor, region: str, reason: str, direction
     for position, m in enumerate(members):
         m.position = position
     policy = evacuation_policy(config, [m.service for m in members], region)
-    _check_asker(services, actor, policy, break_glass, justification, region)
+    _check_asker(services, actor, policy, break_glass, justification, region, scheduler)
     kind = RequestKind.RETURN if direction == "return" else RequestKind.EVACUATE
     now = services.clock()
     drill = direction == "drill"
     req = ChangeRequest(kind=kind, service=f"{REGION_PREFIX}{region}", from_region=region, to_region="",
                         scenario=DRILL_SCENARIO if drill else "", reason=reason, requester=actor.id,
-                        requester_name=actor.name, required_approvals=0 if break_glass else policy.required,
+                        requester_name=actor.name,
+                        required_approvals=0 if break_glass else max(policy.required, 2) if scheduler
+                        else policy.required,
                         break_glass=break_glass, justification=justification, created_at=now,
                         expires_at=not_before or now + policy.expires, not_before=not_before,
-                        channel=actor.channel or "", origin=actor.origin)
+                        channel=(occurrence.channel if occurrence else actor.channel) or "", origin=actor.origin)
     with session_scope(services.engine) as s:
         _refuse_if_open(s, region)  # again, in the transaction (SQLite: serialised; PG: a race is rare)
+        if occurrence is not None:  # first: a second tick, a restart or another replica stops here
+            s.add(occurrence)
+            s.flush()
+            req.occurrence_id = occurrence.id
         s.add(req)
         s.flush()
+        if occurrence is not None:
+            occurrence.request_id = req.id
+            record(s, actor, "drill.planned", target=req.service, request_id=req.id, service=req.service,
+                   detail={"schedule": occurrence.schedule, "starts_at": not_before.isoformat() if not_before else None,
+                           "occurrence": occurrence.id})
         s.add(Evacuation(request_id=req.id, region=region, direction=direction,
                          parallelism=config.evacuation.parallelism, on_failure=config.evacuation.on_failure))
         for m in members:
@@ -196,7 +215,8 @@ def create(services: Services, actor: Actor, region: str, reason: str, direction
             move_request(s, req.id, [RequestState.PENDING], RequestState.APPROVED, decided_at=now)
             record(s, actor, "break_glass", target=req.service, request_id=req.id, service=req.service,
                    text=justification, detail={"zero_approvals": True})
-        queue_message(services, s, req)
+        if occurrence is None:  # a drill on the calendar is posted by its first announcement
+            queue_message(services, s, req)
         if break_glass:
             queue_break_glass(services, s, req)
     after_commit(services, req.id, approved=break_glass)
@@ -207,9 +227,11 @@ def create(services: Services, actor: Actor, region: str, reason: str, direction
 
 
 def _check_asker(services: Services, actor: Actor, policy: Policy, break_glass: bool, justification: str,
-                 region: str) -> None:
+                 region: str, scheduler: bool = False) -> None:
+    """``scheduler``: the drill scheduler planning a region drill from the config is no person
+    the policy's requesters could name."""
     name = f"{REGION_PREFIX}{region}"
-    if policy.requesters and not includes(services, actor, policy.requesters):
+    if policy.requesters and not scheduler and not includes(services, actor, policy.requesters):
         raise Refused("not_requester", service=name, requesters=list(policy.requesters))
     if not policy.approvers:
         raise Refused("evacuation_no_approvers", region=region)

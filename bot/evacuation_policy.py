@@ -18,13 +18,16 @@ from sqlmodel import Session, select
 from bot.config import Config
 from bot.config.models import BreakGlass
 from bot.policy import Policy, policy_for
+from bot.plans import CALENDAR_KINDS
+from bot.store.drill_tables import DrillOccurrence
 from bot.store.evacuation_tables import REGION_PREFIX, EvacuationMember
 from bot.store.models import ChangeRequest
 
 
 def is_evacuation(req: ChangeRequest) -> bool:
-    """An evacuation's own request, or the resume, rollback or return of one (not a child)."""
-    return req.service.startswith(REGION_PREFIX)
+    """An evacuation's own request, or the resume, rollback or return of one (not a child,
+    nor the skip or postponement of a region drill on the calendar)."""
+    return req.service.startswith(REGION_PREFIX) and req.kind not in CALENDAR_KINDS
 
 
 def evacuation_policy(config: Config, services: list[str], region: str) -> Policy:
@@ -82,8 +85,21 @@ def members_of(s: Session, evacuation_id: int) -> list[EvacuationMember]:
 
 def policy_of(config: Config, s: Session, req: ChangeRequest) -> Policy:
     """The policy that decides ``req``: its service's, or for an evacuation (and its
-    follow-ups), the evacuation's over the services it moves."""
+    follow-ups), the evacuation's over the services it moves; for the skip or postponement
+    of a region drill, that drill's."""
+    if req.kind in CALENDAR_KINDS and req.service.startswith(REGION_PREFIX):
+        return occurrence_policy(config, s, req.occurrence_id)
     if not is_evacuation(req):
         return policy_for(config, req.service)
     root = root_of(s, req)
     return evacuation_policy(config, [m.service for m in members_of(s, root.id)], req.from_region)
+
+
+def occurrence_policy(config: Config, s: Session, occurrence_id: int) -> Policy:
+    """The policy of a drill on the calendar (its request's): what a change of the calendar
+    (skip, postpone) of that drill is decided by, a service's or a region's."""
+    occ = s.get(DrillOccurrence, occurrence_id)
+    drill = s.get(ChangeRequest, occ.request_id) if occ is not None and occ.request_id is not None else None
+    if drill is None:
+        raise KeyError(f"drill occurrence {occurrence_id}")
+    return policy_of(config, s, drill)

@@ -9,9 +9,11 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from bot.drill_schedules import schedule_for
 from bot.evacuation_policy import members_of, policy_of, root_of
 from bot.preflight import Preflight
 from bot.services import Services
+from bot.store.drill_tables import DrillOccurrence
 from bot.store.evacuation_tables import Evacuation, EvacuationMember
 from bot.store.models import Approval, ChangeRequest, Run, RunStep, StepState, aware
 
@@ -92,7 +94,14 @@ def evacuation_context(services: Services, s: Session, req: ChangeRequest) -> di
             "critical": critical, "critical_s": sum(x.elapsed_s for x in critical) if critical else None,
             "counts": counts, "moving": sum(1 for x in lines if x.state != "refused"),
             "approvals": approvals, "policy": policy_of(services.config, s, req), "now": now,
-            "elapsed_s": elapsed, "command": services.command}
+            "elapsed_s": elapsed, "command": services.command} | _calendar(services, s, req)
+
+
+def _calendar(services: Services, s: Session, req: ChangeRequest) -> dict[str, Any]:
+    """A region drill on the calendar: its occurrence and schedule (when, on point, impact;
+    Postpone and Skip while it is planned)."""
+    occ = s.get(DrillOccurrence, req.occurrence_id) if req.occurrence_id is not None else None
+    return {"occ": occ, "schedule": schedule_for(services.config, occ.service, occ.schedule) if occ else None}
 
 
 def board_context(services: Services, s: Session, request_id: int) -> dict[str, Any] | None:

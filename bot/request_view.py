@@ -10,10 +10,10 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from bot.approval_slots import board, relaxed_note
-from bot.evacuation_policy import is_evacuation
+from bot.drill_schedules import region_of, schedule_for
+from bot.evacuation_policy import is_evacuation, policy_of
 from bot.evacuation_view import evacuation_context
 from bot.plans import Planned, steps_for
-from bot.policy import policy_for
 from bot.preflight import Preflight
 from bot.render import Reply
 from bot.services import Services
@@ -66,15 +66,15 @@ def context(services: Services, s: Session, req: ChangeRequest) -> dict[str, Any
     steps = list(s.exec(select(RunStep).where(RunStep.run_id == run.id).order_by(
         col(RunStep.position), col(RunStep.attempt)))) if run else []
     planned = _planned(services, s, req)
-    approvals, policy = approvals_of(s, req.id), policy_for(services.config, req.service)
+    approvals, policy = approvals_of(s, req.id), policy_of(services.config, s, req)
     ctx = {"req": req, "approvals": approvals, "preflight": Preflight.from_json(req.preflight),
            "policy": policy, "svc": svc, "run": run, "steps": steps,
            "planned": planned, "lines": step_lines(planned, steps), "now": services.clock(),
-           "command": services.command, "relaxed": relaxed_note(s, req.id),
+           "command": services.command, "relaxed": relaxed_note(s, req.id), "region": region_of(req.service),
            "slots": board(services, policy, approvals, req.state is RequestState.PENDING) if policy.slots else []}
     if req.occurrence_id is not None:
         occ = s.get(DrillOccurrence, req.occurrence_id)
-        ctx |= {"occ": occ, "schedule": svc.drill_schedule(occ.schedule) if occ else None}
+        ctx |= {"occ": occ, "schedule": schedule_for(services.config, occ.service, occ.schedule) if occ else None}
     return ctx
 
 

@@ -9,12 +9,15 @@ that run elsewhere come back, in reverse dependency order. The Abort and Resume 
 an evacuation are here too.
 
 ``/dr drill evacuate REGION [REASON...]`` (from ``commands.drill``): a region drill, the
-same request marked as a drill (``bot.evacuation``), with a drill report at its end."""
+same request marked as a drill (``bot.evacuation``), with a drill report at its end;
+``/dr drill schedule evacuate REGION WHEN [REASON...]``: one on the drill calendar
+(``bot.region_drills``)."""
 from __future__ import annotations
 
-from bot import evacuation
+from bot import drills, evacuation, region_drills
 from bot.actor import Actor
 from bot.changes import Refused
+from bot.drill_schedules import ADHOC
 from bot.evacuation_plan import plan_evacuation
 from bot.render import Reply
 from bot.services import Services
@@ -91,25 +94,41 @@ def run_drill(inv: Invocation, words: list[str] | None = None, scheduled: bool =
     ``scheduled`` (``/dr drill schedule evacuate REGION WHEN [REASON...]``), at WHEN."""
     topic = "drill"
     words = list(inv.args[1:]) if words is None else words
-    regions = inv.services.config.regions
     option = next((w for w in words if w.startswith("--") and len(w) > 2), None)
     if option is not None:  # a drill never needs break-glass or an accepted data loss
         raise UsageError(f"a region drill takes no option ({option}): "
                          f"`{inv.services.command} drill evacuate REGION [REASON...]`", topic)
-    if not words:
-        raise UsageError(f"say which region to drill, e.g. `{inv.services.command} drill evacuate {regions[0]} "
-                         "quarterly game day`", topic)
-    region = words[0]
-    if region not in regions:
-        raise not_one_of(region, regions, "a region", "Regions", topic)
-    at, rest = (parse_when(words[1:], inv.services.config.timezone, inv.services.clock(), topic) if scheduled
-                else (None, words[1:]))
-    reason = " ".join(rest) or ("scheduled region drill" if scheduled else "region drill")
+    region = drill_region(inv, words, "drill schedule evacuate" if scheduled else "drill evacuate")
+    sv = inv.services
     try:
-        req = evacuation.create(inv.services, inv.actor, region, reason, direction="drill", not_before=at)
+        if not scheduled:
+            req = evacuation.create(sv, inv.actor, region, " ".join(words[1:]) or "region drill", direction="drill")
+        else:
+            at, rest = parse_when(words[1:], sv.config.timezone, sv.clock(), topic)
+            req = region_drills.create(sv, region, ADHOC, at, requester=inv.actor,
+                                       reason=" ".join(rest) or "scheduled region drill")
+            if req is None:
+                raise UsageError(f"a region drill of {region} is already planned for that time", topic)
+            drills.tick(sv)  # announce it now if it is due
     except Refused as r:
         return r.reply()
-    return Reply("evacuation_created", {"req": req, "command": inv.services.command})
+    return Reply("evacuation_created", {"req": req, "command": sv.command})
+
+
+EXAMPLES = {"drill evacuate": "quarterly game day", "drill schedule evacuate": "in 2h quarterly game day",
+            "drill postpone evacuate": "to 2026-12-03 10:00 a change freeze",
+            "drill skip evacuate": "the region is being rebuilt"}
+
+
+def drill_region(inv: Invocation, words: list[str], verb: str) -> str:
+    """The region of ``/dr drill [schedule|postpone|skip] evacuate REGION ...``: ``words[0]``."""
+    regions = inv.services.config.regions
+    if not words:
+        raise UsageError(f"say which region to drill, e.g. `{inv.services.command} {verb} {regions[0]} "
+                         f"{EXAMPLES[verb]}`", "drill")
+    if words[0] not in regions:
+        raise not_one_of(words[0], regions, "a region", "Regions", "drill")
+    return words[0]
 
 
 def run_return(inv: Invocation) -> Reply:

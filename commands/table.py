@@ -28,14 +28,17 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                failback.run, REQUEST),
     Subcommand("drill", "drill SERVICE [SCENARIO [REASON...]] | drill schedule SERVICE WHEN [SCENARIO [REASON...]] | "
                         "drill postpone SERVICE to WHEN [REASON...] | drill skip SERVICE REASON... | "
-                        "drill evacuate REGION [REASON...] | drill schedule evacuate REGION WHEN [REASON...]",
+                        "drill evacuate REGION [REASON...] | drill schedule evacuate REGION WHEN [REASON...] | "
+                        "drill postpone evacuate REGION to WHEN [REASON...] | drill skip evacuate REGION REASON...",
                "Ask for a drill of a runbook scenario now, or change the drill calendar: schedule one, postpone "
                "or skip the next. Each needs approval; results are recorded as evidence. Without SCENARIO the "
                "`default` one runs; with more words, the first must name a scenario (`default` too, before a "
                "reason): an unknown word is an error, never a reason. `drill evacuate REGION`: a region drill, "
                "every service active in REGION moved wave by wave under one approval (each runs its drill "
                "scenario `evacuate`, or its failover when all its sources are sandbox), with a drill report; "
-               "scheduled, it is posted now, approved ahead and starts at WHEN only if approved by then.",
+               "scheduled (or planned from `evacuation.drills`), it is on the drill calendar like any drill: "
+               "announced ahead, approved ahead, started at WHEN only if approved by then, postponed or skipped "
+               "with `drill postpone evacuate REGION` / `drill skip evacuate REGION`.",
                drill.run,
                {"": APPROVAL_POLICY, "schedule": "drill_calendar", "postpone": "drill_calendar",
                 "skip": "drill_calendar"}),

@@ -42,6 +42,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "`statuspage`": ("statuspage",),
     "`paging`": ("paging",),
     "`services[].drills`: scheduled drills": ("services", ANY, "drills", ANY),
+    "`evacuation.drills`: scheduled region drills": ("evacuation", "drills", ANY),
     "`watch`": ("watch",),
     "`digest`": ("digest",),
     "`scheduler`": ("scheduler",),

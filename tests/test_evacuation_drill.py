@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from sqlmodel import col
 
+from bot import drills
 from bot.changes import expire_due
 from bot.config import parse_config
 from bot.evacuation import drillable, members_for_drill
@@ -195,7 +196,9 @@ def test_a_scheduled_region_drill_is_approved_ahead_and_starts_at_its_time_only(
         assert rows(sv, ChangeRequest, ChangeRequest.id == rid)[0].state is RequestState.APPROVED
         assert rows(sv, ChangeRequest, ChangeRequest.parent_id == rid) == []
         clock.advance(2 * 3600 + 1)
-        sv.runner.sweep()
+        sv.runner.sweep()  # its time has come, but it is on the drill calendar: the scheduler starts it
+        assert rows(sv, ChangeRequest, ChangeRequest.id == rid)[0].state is RequestState.APPROVED
+        assert drills.tick(sv)["started"] == [req.occurrence_id]
         done = rows(sv, ChangeRequest, ChangeRequest.id == rid)[0]
         assert done.state is RequestState.SUCCEEDED, [(c.service, c.state_reason) for c in rows(
             sv, ChangeRequest, ChangeRequest.parent_id == rid)] + [r.error for r in rows(sv, Run)]
@@ -206,6 +209,7 @@ def test_a_scheduled_region_drill_is_approved_ahead_and_starts_at_its_time_only(
         late = dispatch(sv, BOB, "drill schedule evacuate us-west-2 in 1h").context["req"].id  # they run there now
         clock.advance(3601)
         assert expire_due(sv) == [late]
+        assert drills.tick(sv)["missed"] == [rows(sv, ChangeRequest, ChangeRequest.id == late)[0].occurrence_id]
         sv.runner.sweep()
         assert rows(sv, ChangeRequest, ChangeRequest.parent_id == late) == []
     finally:

@@ -12,7 +12,8 @@ Loc = tuple  # a location in the file, as bot.config.loader uses it
 
 def check_dependencies(config: Config) -> list[tuple[Loc, str]]:
     """Unknown names, a service depending on itself, cycles (with their path), unknown
-    services in ``evacuation.exclude``."""
+    services in ``evacuation.exclude``; in ``evacuation.drills`` an unknown region or a
+    name given twice."""
     names = config.service_names
     out: list[tuple[Loc, str]] = []
     for i, svc in enumerate(config.services):
@@ -25,6 +26,15 @@ def check_dependencies(config: Config) -> list[tuple[Loc, str]]:
     for j, name in enumerate(config.evacuation.exclude):
         if name not in names:
             out.append((("evacuation", "exclude", j), f"no service named {name!r}{_hint(name, names)}"))
+    drill_names: list[str] = []
+    for j, drill in enumerate(config.evacuation.drills):
+        loc = ("evacuation", "drills", j)
+        if drill.region not in config.regions:
+            out.append((loc + ("region",), f"{drill.region!r} is not one of the regions ({', '.join(config.regions)})"
+                                           f"{_hint(drill.region, config.regions)}"))
+        if drill.name in drill_names:
+            out.append((loc + ("name",), f"region drill {drill.name!r} is defined twice (each name once)"))
+        drill_names.append(drill.name)
     reported: set[frozenset[str]] = set()
     for cycle in _cycles(config):
         if frozenset(cycle) in reported:

@@ -14,7 +14,7 @@ from bot.config.models_base import Duration, Name, SlackId, Strict
 from bot.config.paging import PagingConfig
 from bot.config.permissions import Permissions
 from bot.config.runbooks import Runbooks
-from bot.config.schedules import DigestConfig, DrillSchedule, SchedulerConfig, WatchConfig
+from bot.config.schedules import DigestConfig, DrillSchedule, RegionDrillSchedule, SchedulerConfig, WatchConfig
 from bot.durations import parse_duration
 from integrations.base import Target
 
@@ -323,6 +323,8 @@ class EvacuationConfig(Strict):
     """Services never moved by an evacuation (they fail over on their own, or stay)."""
     approvals: ServiceApprovals | None = None
     """The evacuation's approval policy; unset: the strictest policy among the services involved."""
+    drills: list[RegionDrillSchedule] = []
+    """Scheduled region drills: on the drill calendar like a service's ``drills``."""
 
 
 class SlackChannels(Strict):

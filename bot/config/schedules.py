@@ -27,26 +27,24 @@ def _cron(value: str) -> str:
     return value
 
 
-class DrillSchedule(Strict):
+class CalendarSchedule(Strict):
+    """What every drill on the calendar has, a service's (``services[].drills``) or a
+    region's (``evacuation.drills``): when, where it is announced, who is on point."""
+
     name: Name
     cron: str
     """Five-field crontab in ``timezone``: minute hour day-of-month month day-of-week.
     The first Tuesday of every month at 10:00 is '0 10 1-7 * tue'."""
     timezone: str = "UTC"
-    scenario: str = "default"
-    """The drill runbook (services[].runbooks.drill.NAME) to run."""
     environment: str = "production"
     """The target environment, as people call it; shown in announcements and reports."""
     channel: str | None = None
-    """Where it is announced; default: the service's channel, then slack.channels.announcements."""
+    """Where it is announced; default: the service's channel (a service drill), then
+    slack.channels.announcements."""
     announce: list[Duration] = [timedelta(hours=24), timedelta(hours=1)]
     """Lead times of the announcements before the start; one more is posted at the start."""
     grace: Duration = timedelta(minutes=15)
     """How late a drill may still start when drbot was down at its time; later, it is missed."""
-    maintenance: bool = False
-    """Publish a scheduled maintenance on the status page for the drill's window."""
-    duration: Duration = timedelta(hours=1)
-    """Expected length, for the maintenance window and the announcement."""
     on_point: list[str] = []
     """Slack user IDs of the people running it."""
     impact: str = "none expected"
@@ -55,10 +53,31 @@ class DrillSchedule(Strict):
     _cr = field_validator("cron")(classmethod(lambda cls, v: _cron(v)))
 
     @model_validator(mode="after")
-    def _leads(self) -> "DrillSchedule":
+    def _leads(self) -> "CalendarSchedule":
         if any(lead <= timedelta(0) for lead in self.announce):
             raise ValueError("announce lead times must be positive (the start is always announced)")
         return self
+
+
+class DrillSchedule(CalendarSchedule):
+    """A service's scheduled drill (``services[].drills``)."""
+
+    scenario: str = "default"
+    """The drill runbook (services[].runbooks.drill.NAME) to run."""
+    maintenance: bool = False
+    """Publish a scheduled maintenance on the status page for the drill's window."""
+    duration: Duration = timedelta(hours=1)
+    """Expected length, for the maintenance window and the announcement."""
+
+
+class RegionDrillSchedule(CalendarSchedule):
+    """A scheduled region drill (``evacuation.drills``): every service active in ``region``
+    drilled as one evacuation marked as a drill (``bot.evacuation``). It never touches the
+    status page, so it has no ``maintenance``, and no ``scenario`` (each service runs its
+    drill scenario 'evacuate', or its failover on the sandbox)."""
+
+    region: Name
+    """One of ``regions``."""
 
 
 class FailbackConfig(Strict):

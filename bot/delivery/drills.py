@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from bot.drill_schedules import region_of, schedule_for
+from bot.evacuation_policy import members_of
 from bot.events import DrillMaintenance, DrillPost
 from bot.outbox.kinds import Outcome
 from bot.outbox.queue import enqueue
@@ -23,10 +25,16 @@ def prepare(services: Services, s: Session, ev: DrillPost) -> tuple[str, Reply, 
     req = s.get(ChangeRequest, occ.request_id)
     if ev.what == "announce" and not occ.thread_ts:
         return "root", message(services, s, occ.request_id), ""
-    svc = services.config.service(occ.service)
     context = {"occ": occ, "req": req, "lead": ev.lead, "why": ev.why, "now": services.clock(),
-               "schedule": svc.drill_schedule(occ.schedule) if svc else None, "command": services.command}
+               "schedule": schedule_for(services.config, occ.service, occ.schedule), "command": services.command,
+               "region": region_of(occ.service)} | _moving(s, req)
     return ev.what, Reply(TEMPLATES[ev.what], context, ephemeral=False), occ.thread_ts
+
+
+def _moving(s: Session, req: ChangeRequest) -> dict[str, int]:
+    """A region drill's size, from its members: the services it moves and in how many waves."""
+    moving = [m for m in members_of(s, req.id) if m.state != "refused"]
+    return {"moving": len(moving), "waves": len({m.wave for m in moving})}
 
 
 def deliver(services: Services, ev: DrillPost, prepared: tuple[str, Reply, str], _item: int) -> Outcome:
@@ -37,9 +45,9 @@ def deliver(services: Services, ev: DrillPost, prepared: tuple[str, Reply, str],
         occ = s.get(DrillOccurrence, ev.occurrence_id)
         occ.thread_ts = ts
         s.get(ChangeRequest, occ.request_id).message_ts = ts
-        svc = services.config.service(occ.service)
-        schedule = svc.drill_schedule(occ.schedule) if svc else None
-        if schedule and schedule.maintenance and services.config.statuspage is not None:
+        schedule = schedule_for(services.config, occ.service, occ.schedule)
+        # a region drill never touches the status page: its schedule has no maintenance
+        if getattr(schedule, "maintenance", False) and services.config.statuspage is not None:
             enqueue(s, DrillMaintenance(occurrence_id=occ.id), services.clock())
 
     def refreshed(s: Session) -> None:  # the root message shows how long until the start
