@@ -30,6 +30,7 @@ from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from bot import evacuation_run
+from bot.evacuation_events import board_of
 from bot.audit import SYSTEM, record
 from bot.evacuation_policy import is_evacuation
 from bot.identity import OWNER
@@ -228,10 +229,10 @@ class Runner:
             return None
         if opened is None:
             return None
-        run, planned, first, reason, progress, attempts = opened
+        run, planned, first, reason, progress, attempts, board = opened
         sv.metrics.runs_started.labels(req.kind.value).inc()
         op("run.started", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service, owner=OWNER)
-        return RunState(req, run, planned, first, reason, progress, attempts, beat_at=now)
+        return RunState(req, run, planned, first, reason, progress, attempts, beat_at=now, board=board)
 
     def _open_run(self, s, req: ChangeRequest, now: datetime):
         """In the claim's transaction: open the run, or resume the interrupted one (None: it
@@ -264,7 +265,7 @@ class Runner:
                detail={"run": run.id, "owner": OWNER})
         queue_message(sv, s, req)
         queue_progress(sv, s, progress)
-        return run, planned, first, reason, progress, attempts
+        return run, planned, first, reason, progress, attempts, board_of(s, req)
 
     @contextmanager
     def _heartbeat(self, r: RunState, every: float = HEARTBEAT_EVERY):

@@ -7,15 +7,17 @@ publishes automatically; otherwise the start and the end come as a preview that 
 permitted person publishes, edits or skips."""
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from bot.events import EvacuationBoard, EvacuationNote, StatuspagePreview, StatuspagePublish
 from bot.incidents import for_channel
-from bot.outbox.queue import enqueue
+from bot.outbox.queue import enqueue, enqueue_in
 from bot.render import Reply
 from bot.request_events import topic_of
 from bot.services import Services
-from bot.store.models import ChangeRequest
+from bot.store.batch import Writes
+from bot.store.evacuation_tables import EvacuationMember
+from bot.store.models import ChangeRequest, RequestKind
 
 
 def _fields(req: ChangeRequest) -> dict:
@@ -26,6 +28,24 @@ def queue_board(services: Services, s: Session, req: ChangeRequest) -> None:
     """Show the store now on the evacuation's board (folded into an undelivered update)."""
     if req.channel:
         enqueue(s, EvacuationBoard(**_fields(req)), services.clock())
+
+
+def board_in(services: Services, writes: Writes, req: ChangeRequest) -> None:
+    """``queue_board`` as writes of a batch: a step boundary or the end of a service's run
+    (``bot.run_records``) shows on the board at once, not only at the coordinator's next
+    decision."""
+    if req.channel:
+        enqueue_in(writes, EvacuationBoard(**_fields(req)), services.clock())
+
+
+def board_of(s: Session, req: ChangeRequest) -> ChangeRequest | None:
+    """The evacuation whose board shows the run of ``req`` (a service it moves, or the
+    resume of one), else None."""
+    if req.parent_id is None:
+        return None
+    child = req.parent_id if req.kind is RequestKind.RESUME else req.id
+    found = s.exec(select(EvacuationMember.evacuation_id).where(EvacuationMember.child_id == child)).first()
+    return s.get(ChangeRequest, found) if found is not None else None
 
 
 def queue_note(services: Services, s: Session, req: ChangeRequest, what: str, wave: int = 0, service: str = "",

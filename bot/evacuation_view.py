@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from bot.drill_schedules import schedule_for
 from bot.evacuation_policy import members_of, policy_of, root_of
+from bot.evacuation_run import CHILD_STATE
 from bot.preflight import Preflight
 from bot.services import Services
 from bot.store.drill_tables import DrillOccurrence
@@ -59,7 +60,10 @@ def lines_of(services: Services, s: Session, members: list[EvacuationMember], no
             end = aware(run.ended_at) if run.ended_at else now
             elapsed = max(0.0, (end - aware(run.started_at)).total_seconds())
         error = (st.error if st is not None and st.state is StepState.FAILED else "") or (run.error if run else "")
-        out.append(Line(service=m.service, wave=m.wave, state=m.state, note=m.note, from_region=m.from_region,
+        state = m.state
+        if state == "running" and run is not None and run.ended_at is not None:  # ended since the last decision
+            state = CHILD_STATE.get(run.state, state)
+        out.append(Line(service=m.service, wave=m.wave, state=state, note=m.note, from_region=m.from_region,
                         to_region=m.to_region, child_id=m.child_id, step=st.name if st is not None else "",
                         step_no=st.position + 1 if st is not None else 0, steps=total, elapsed_s=elapsed,
                         rto_s=run.measured_rto_s if run else None, rpo_s=run.measured_rpo_s if run else None,

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from bot.audit import SYSTEM, record_in
 from bot.drill_proof import drill_values
+from bot.evacuation_events import board_in
 from bot.measurements import measure
 from bot.oplog import op
 from bot.plans import Planned
@@ -64,6 +65,9 @@ class RunState:
     """(position, rollback) -> attempts recorded so far (a resume continues the count)."""
     beat_at: datetime
     """The last heartbeat written, by the services' clock (the one bot.followups reads it by)."""
+    board: ChangeRequest | None = None
+    """The evacuation whose live board shows this run (a service it moves), else None: its
+    step boundaries and its end update the board too."""
 
 
 def attempts_of(s: Session, run: Run) -> tuple[dict[tuple[int, bool], int], int]:
@@ -100,6 +104,8 @@ def step_started(sv: Services, r: RunState, p: Planned, ended: Ended | None) -> 
     if beat:  # fast steps do not rewrite it at every boundary
         writes.add(Write(_RUNS, {"heartbeat_at": now}, where=_by_id, params={"id": r.run.id}))
     progress_in(sv, writes, r.progress)
+    if r.board is not None:
+        board_in(sv, writes, r.board)
     step_id, queued = commit(sv.engine, writes, Write(_STEPS, {
         "run_id": r.run.id, "position": p.position, "attempt": attempt, "name": p.step.name, "action": p.step.action,
         "rollback": p.rollback, "state": StepState.RUNNING, "started_at": now, "output": "", "error": ""}), "id")
@@ -187,6 +193,8 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
     progress_in(sv, writes, r.progress)
     if parent is not None:
         message_in(sv, writes, parent)
+    if r.board is not None:
+        board_in(sv, writes, r.board)
     if kept is not None:  # a restore test's summary, kept in its step's row
         writes.add(Write(_STEPS, {"output": kept[1]}, where=_by_id, params={"id": kept[0]}))
     if run.kind is RequestKind.DRILL:
@@ -197,6 +205,8 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
             queue_report(sv, s, req)
     else:
         apply(sv.engine, writes)
+    if ended is not None:
+        _ended(sv, r, ended)
     seconds = (now - aware(run.started_at)).total_seconds()
     sv.metrics.run_finished(req.kind.value, req.service, state.value, seconds, values)
     op("run.finished", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service,

@@ -340,6 +340,26 @@ def test_who_may_ask_approve_abort_and_resume_an_evacuation(tmp_path):
         sv.engine.dispose()
 
 
+def test_the_board_shows_each_service_s_current_step_between_the_coordinator_s_decisions(db_url, fake_slack):
+    """The coordinator decides only when a wave ends or a slot frees: the board follows the
+    runs themselves (each step boundary and each end queue a board update)."""
+    sv = make_services(config_text(levels=1, per_level=2, wait="2s", parallelism=2), db_url)
+    try:
+        with running_app(sv, fake_slack) as app:
+            rid = ask_and_approve(app, fake_slack, sv)
+            both = wait_until("the board shows both services in their second step", lambda: (lambda lines: lines if all(
+                lines.get(name(1, i), "").startswith("running · step 2/2: settle") for i in range(2)) else None)(
+                board_lines(fake_slack, sv, rid) if evacuation(sv, rid).board_ts else {}), timeout=15)
+            assert set(both) == {"s1a", "s1b"}
+            assert {m.state for m in members(sv, rid).values()} == {"running"}  # no decision since they started
+            wait_until("the evacuation ended", lambda: request(sv, rid).state is RequestState.SUCCEEDED, timeout=20)
+            wait_until("the board shows the end", lambda: "· succeeded ·" in board_head(fake_slack, sv, rid), timeout=15)
+            assert_board_matches_store(fake_slack, sv, rid)
+    finally:
+        sv.runner.shutdown(5)
+        sv.engine.dispose()
+
+
 def test_an_evacuation_that_ends_well_still_names_the_services_refused_before_it_started(tmp_path):
     sv = make_services(config_text(levels=2, per_level=2, wait="50ms", parallelism=2),
                        f"sqlite:///{tmp_path}/d.db")

@@ -10,7 +10,7 @@ from sqlalchemy.exc import StatementError
 from sqlmodel import select
 
 from bot.store import create_schema, make_engine, session_scope
-from bot.store.batch import Write, Writes, commit
+from bot.store.batch import Write, Writes, apply, commit
 from bot.store.db import normalise_url
 from bot.store.models import AuditEntry, ChangeRequest, RequestKind, RequestState
 
@@ -179,3 +179,30 @@ def test_a_batch_is_one_transaction_that_folds_or_inserts_and_says_which(engine)
     with session_scope(engine) as s:
         rows = s.exec(select(AuditEntry).order_by(AuditEntry.action, AuditEntry.id)).all()
     assert [(r.action, r.detail) for r in rows] == [("progress", "two"), ("step", "one"), ("step", "two")]
+
+
+def test_a_batch_without_a_final_insert_keeps_the_order_of_its_inserts(engine):
+    """bot.store.batch.apply: on PostgreSQL the writes are CTEs of one statement, which run
+    in no set order; rows inserted into one table still get their ids in the order written
+    (the run's last step is audited before the run's end), and an UPDATE that matches no row
+    inserts its ``otherwise``, counted."""
+    t = AuditEntry.__table__
+    at = datetime.now(timezone.utc)
+
+    def entry(action: str, detail: str = "") -> dict:
+        return {"at": at, "actor": "drbot", "actor_name": "drbot", "origin": "system", "action": action,
+                "target": "orders", "detail": detail}
+
+    for n in range(3):  # a shape is built once and reused: the order holds every time
+        writes = Writes()
+        for action in ("step.succeeded", "request.rolled_back", "run.succeeded"):
+            writes.add(Write(t, entry(action, str(n))))
+        writes.add(Write(t, {"detail": str(n)}, where=_by_action, params={"action": "progress"},
+                         otherwise=entry("progress", str(n))))
+        assert apply(engine, writes) == (1 if n == 0 else 0)
+    with session_scope(engine) as s:
+        rows = s.exec(select(AuditEntry).where(AuditEntry.action != "progress").order_by(AuditEntry.id)).all()
+        progress = s.exec(select(AuditEntry).where(AuditEntry.action == "progress")).all()
+    assert [(r.action, r.detail) for r in rows] == [
+        (action, str(n)) for n in range(3) for action in ("step.succeeded", "request.rolled_back", "run.succeeded")]
+    assert [p.detail for p in progress] == ["2"]
