@@ -37,6 +37,7 @@ from bot.oplog import op
 from bot.request_events import queue_message
 from bot.services import Services
 from bot.store import read_scope, session_scope
+from bot.store.db import read_once
 from bot.store.batch import Writes
 from bot.store.evacuation_tables import DRILL_SCENARIO, Evacuation, EvacuationMember
 from bot.store.models import ChangeRequest, RequestKind, RequestState
@@ -118,9 +119,7 @@ def child_ended(services: Services, req: ChangeRequest) -> None:
     if req.kind is not RequestKind.RESUME and gate_of(services).nudge(req.parent_id):
         return
     ids = [req.id, req.parent_id] if req.kind is RequestKind.RESUME else [req.id]
-    # one statement, no transaction around it (one snapshot): the services of a wave end together
-    with services.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        found = conn.execute(_WAVES, {"ids": ids}).all()
+    found = read_once(services.engine, _WAVES, {"ids": ids})  # the services of a wave end together: cheap
     if found and _worth_deciding(found):
         advance(services, found[0].evacuation_id)
 

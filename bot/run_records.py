@@ -167,7 +167,7 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
         if run.kind is RequestKind.DRILL:  # passes only if it moved something and read it back
             proof, kept = drill_values(sv, s, run.request_id, rows, values.get("passed"))
             values |= proof
-        parent = s.get(ChangeRequest, req.parent_id) if req.parent_id else None
+        parent = s.get(ChangeRequest, req.parent_id) if req.parent_id and r.board is None else None
     writes = Writes()
     if ended is not None:
         _end_in(writes, sv, r, ended)
@@ -191,10 +191,10 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
               text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
     message_in(sv, writes, req)  # the event names the request; its delivery reads the state then
     progress_in(sv, writes, r.progress)
-    if parent is not None:
+    if r.board is not None:  # a service of an evacuation: its board (the coordinator updates its message)
+        board_in(sv, writes, r.board)  # one row other runs' ends fold into too: never two (a lock cycle)
+    elif parent is not None:
         message_in(sv, writes, parent)
-    if r.board is not None:
-        board_in(sv, writes, r.board)
     if kept is not None:  # a restore test's summary, kept in its step's row
         writes.add(Write(_STEPS, {"output": kept[1]}, where=_by_id, params={"id": kept[0]}))
     if run.kind is RequestKind.DRILL:

@@ -549,8 +549,8 @@ def test_the_coordinator_starts_each_service_once_however_many_threads_advance_i
     process one thread decides at a time (the others return at once); between the two
     replicas (two Services on one database, each with its runner) the row lock decides."""
     # steps long enough that two runs of a wave overlap even when six hammering threads and a
-    # busy machine delay a start by a few hundred ms
-    text = config_text(levels=2, per_level=3, wait="1s", parallelism=2)
+    # busy machine (the whole suite on 2 cores) delay a start by more than a second
+    text = config_text(levels=2, per_level=3, wait="2500ms", parallelism=2)
     sv = make_services(text, db_url)
     other = make_services(text, db_url)
     stop = threading.Event()

@@ -1,18 +1,22 @@
 """bot.store on SQLite and PostgreSQL: schema, aware UTC times, rollback on error."""
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import OperationalError, StatementError
 from sqlmodel import select
 
 from bot.store import create_schema, make_engine, session_scope
 from bot.store.batch import Write, Writes, apply, commit
 from bot.store.db import normalise_url
 from bot.store.models import AuditEntry, ChangeRequest, RequestKind, RequestState
+from tests.helpers import wait_until
+from tests.postgres import temporary_schema
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -206,3 +210,63 @@ def test_a_batch_without_a_final_insert_keeps_the_order_of_its_inserts(engine):
     assert [(r.action, r.detail) for r in rows] == [
         (action, str(n)) for n in range(3) for action in ("step.succeeded", "request.rolled_back", "run.succeeded")]
     assert [p.detail for p in progress] == ["2"]
+
+
+def _by_id(table, bind):
+    return table.c.id == bind("id")
+
+
+def test_a_batch_statement_that_postgresql_aborts_for_a_deadlock_runs_again(pg_url, caplog):
+    """Two transactions lock the same rows in opposite orders: PostgreSQL aborts one. When
+    it is the batch's statement (its CTEs lock in no set order), it ran whole or not at all,
+    so it runs again and succeeds. Made deterministic: the other transaction waits 10 s
+    before it looks for a deadlock, the batch 1 s (the default), so the batch is the one
+    aborted."""
+    with temporary_schema(pg_url) as url:
+        engine = make_engine(url)
+        create_schema(engine)
+        t = AuditEntry.__table__
+        at = datetime.now(timezone.utc)
+        with session_scope(engine) as s:
+            for action in ("x", "y"):
+                s.execute(t.insert(), {"at": at, "actor": "drbot", "actor_name": "drbot", "origin": "system",
+                                       "action": action, "target": "", "detail": ""})
+        ids = [row.id for row in session_scope_rows(engine)]
+        writes = Writes()
+        for row_id in ids:
+            writes.add(Write(t, {"detail": "batch"}, where=_by_id, params={"id": row_id}))
+        other, probe = engine.connect(), engine.connect()
+        tx = other.begin()
+        other.execute(text("SET LOCAL deadlock_timeout = '10s'"))
+
+        def held(row_id: int) -> bool:
+            try:
+                with probe.begin():
+                    probe.execute(text("SELECT id FROM audit_entry WHERE id = :id FOR UPDATE NOWAIT"), {"id": row_id})
+                return False
+            except OperationalError:
+                return True
+
+        done: list = []
+        thread = threading.Thread(target=lambda: done.append(apply(engine, writes)))
+        try:
+            with caplog.at_level(logging.WARNING, logger="bot.store.batch"):
+                first, second = ids  # PostgreSQL 15 runs these CTEs last first: the batch takes y, waits for x
+                other.execute(t.update().where(t.c.id == first).values(detail="other"))
+                thread.start()
+                wait_until("the batch to hold the other row", lambda: held(second), timeout=10)
+                other.execute(t.update().where(t.c.id == second).values(detail="other"))  # a cycle
+                tx.commit()
+                thread.join(30)
+        finally:
+            other.close()
+            probe.close()
+        assert done == [0]
+        assert any("40P01" in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+        assert [row.detail for row in session_scope_rows(engine)] == ["batch", "batch"]  # it ran again, last
+        engine.dispose()
+
+
+def session_scope_rows(engine) -> list[AuditEntry]:
+    with session_scope(engine) as s:
+        return list(s.exec(select(AuditEntry).order_by(AuditEntry.id)))

@@ -17,16 +17,20 @@ coalescing: a newer progress update folds into the undelivered one, else it is q
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import Engine, Table, bindparam, exists, func, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session
 
 from bot.store.db import session_scope
+
+log = logging.getLogger(__name__)
 
 Where = Callable[[Table, Callable[[str], Any]], ColumnElement]
 """The condition of an UPDATE, from the table and a function naming a bound parameter: a
@@ -156,6 +160,27 @@ class Writes:
         return {k: v for n, w in enumerate(self.items) for k, v in _params(w, f"w{n}_").items()}
 
 
+RETRIES = 3
+"""Attempts of one statement that PostgreSQL aborted to break a deadlock: its CTEs lock rows
+in no set order (two runs ending together fold into the same outbox items), and being one
+autocommit statement, it either happened whole or not at all, so running it again is safe."""
+
+
+def _on_postgresql(engine: Engine, statement, params: dict[str, Any]):
+    for attempt in range(1, RETRIES + 1):
+        try:
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                return conn.execute(statement, params).one()
+        except OperationalError as e:
+            if getattr(e.orig, "sqlstate", None) not in _RETRYABLE or attempt == RETRIES:
+                raise
+            log.warning("batch statement aborted by PostgreSQL (%s), attempt %d of %d: running it again",
+                        e.orig.sqlstate, attempt, RETRIES)
+
+
+_RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+
+
 def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tuple[Any, int]:
     """``writes`` and the INSERT ``final`` in one transaction: the value of the column
     ``returning`` of the row ``final`` inserted, and how many rows the writes' ``otherwise``
@@ -163,9 +188,8 @@ def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tupl
     if engine.dialect.name == "postgresql":
         params = writes._params()
         params.update(_params(final, "f_"))
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            value, inserted = conn.execute(writes._joined(final, returning), params).one()
-            return value, int(inserted)
+        value, inserted = _on_postgresql(engine, writes._joined(final, returning), params)
+        return value, int(inserted)
     with session_scope(engine) as s:
         inserted = writes.run(s)
         last = _built(("final", final.shape(), returning),
@@ -179,7 +203,6 @@ def apply(engine: Engine, writes: Writes) -> int:
     rows their ``otherwise`` inserted. Two writes of one statement must not change the same
     row (PostgreSQL would apply only one of them): run those with ``Writes.run`` instead."""
     if engine.dialect.name == "postgresql":
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            return int(conn.execute(writes._joined(None, ""), writes._params()).scalar_one())
+        return int(_on_postgresql(engine, writes._joined(None, ""), writes._params())[0])
     with session_scope(engine) as s:
         return writes.run(s)
