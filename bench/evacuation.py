@@ -4,10 +4,11 @@ shift that takes 200 ms, then a wait of 200 ms), with ``parallelism`` enough for
 wave. Measured: from the evacuation's start (its claim after the approving click) to its
 end, against the critical path measured in the same run, the sum over waves of the
 slowest service's run (claim to end, pre-flight included). Target: at most 1.2x. What is
-left between them is each wave's hand-over: the last child's end committed (its finish
-transaction, which queues behind the wave's other finishes), the coordinator's decision (one
-thread per evacuation decides: ``bot.evacuation_gate``; its writes batched), the next
-wave's children launched and claimed.
+left between them is each wave's hand-over: the wave's ends committed (each one statement on
+PostgreSQL, ``bot.run_records.finish``; they share the interpreter with each other and with
+the board's updates), the last one's check that the wave is over (one query), the
+coordinator's decision (one thread per evacuation decides: ``bot.evacuation_gate``), the
+next wave's children launched and claimed.
 """
 from __future__ import annotations
 
