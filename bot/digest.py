@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from bot import jobs
+from bot.drill_schedules import region_of
 from bot.events import WeeklyDigest
 from bot.outbox.queue import enqueue
 from bot.readiness import Verdict
@@ -83,6 +84,7 @@ def drills_due(s: Session, since: datetime, until: datetime) -> list[dict[str, A
     states = {cr.id: cr.state.value for cr in s.exec(select(ChangeRequest).where(col(ChangeRequest.id).in_(ids)))} \
         if ids else {}
     return [{"service": o.service, "schedule": o.schedule, "starts_at": o.starts_at.isoformat(),
+             "what": f"region drill of {region_of(o.service)}" if region_of(o.service) else o.service,
              "request_id": o.request_id, "request_state": states.get(o.request_id)} for o in occs]
 
 

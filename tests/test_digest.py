@@ -153,6 +153,7 @@ def test_digest_renders_as_block_kit_and_text(world):
     lag_records(svc, "orders", [10.0, 20.0, 30.0, 40.0], now - timedelta(hours=5))
     run(svc, "orders", now - timedelta(days=2), True, rto=300, rpo=4)
     occurrence(svc, "payments", now + timedelta(days=2))
+    occurrence(svc, "region:us-east-1", now + timedelta(days=3), schedule="quarterly")  # a region drill
     digest_once(svc, now)
     assert svc.outbox.drain(timeout=10)
     (item,) = digest_items(world)
@@ -162,10 +163,10 @@ def test_digest_renders_as_block_kit_and_text(world):
 
     blocks, text = svc.renderer.blocks(reply)
     assert_block_kit(blocks, text)
-    assert text == "Weekly DR digest: 1 ready, 1 at risk, 0 not ready, 0 unknown; 1 drill(s) done, 1 due"
+    assert text == "Weekly DR digest: 1 ready, 1 at risk, 0 not ready, 0 unknown; 1 drill(s) done, 2 due"
     body = "\n".join(b["text"]["text"] for b in blocks if b["type"] in ("section", "header"))
     assert "*orders* · passed" in body and "RTO 5m (target 15m) · RPO 4s (target 5m)" in body
-    assert "*payments* · monthly" in body
+    assert "*payments* · monthly" in body and "*region drill of us-east-1* · quarterly" in body
     assert "lag over 7 days: p50 25s · p95 38s · max 40s (4 readings)" in body
     assert "no lag recorded in the last 7 days" in body
     assert "no drill on record (drills are due every 30d)" in body
@@ -173,6 +174,7 @@ def test_digest_renders_as_block_kit_and_text(world):
     plain = svc.renderer.text(reply)
     assert "1 ready, 1 at risk, 0 not ready, 0 unknown" in plain
     assert "passed orders" in plain and "payments (monthly)" in plain
+    assert "region drill of us-east-1 (quarterly)" in plain and "region:" not in plain
     assert "lag over 7 days: p50 25s, p95 38s, max 40s (4 readings)" in plain
 
 

@@ -79,6 +79,11 @@ def test_a_region_drill_runs_its_services_as_drills_and_reports_rto_rpo_and_the_
             assert req.scenario == "evacuate" and req.reason == "quarterly game day"
             posted = fake_slack.message(CHANNEL, req.message_ts)
             assert "Region drill" in posted["text"] or "drill an evacuation of" in str(posted["blocks"])
+            [approve] = [e for b in posted["blocks"] if b["type"] == "actions" for e in b["elements"]
+                         if e["action_id"] == "cr_approve"]
+            confirm = approve["confirm"]  # a drill is never announced to its approver as a production change
+            assert confirm["title"]["text"] == f"Approve region drill #{req.id} of us-east-1?", confirm
+            assert "in production" not in confirm["text"]["text"] and "sandbox" in confirm["text"]["text"], confirm
             # the requester cannot approve her own drill; a second approver starts it
             app.sender.block_action("cr_approve", str(req.id), user_id="UALICE", user_name="alice",
                                     channel_id=CHANNEL, message=posted, response_url=fake_slack.response_url("self"))
