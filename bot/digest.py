@@ -21,7 +21,6 @@ from bot.drill_schedules import region_of
 from bot.events import WeeklyDigest
 from bot.outbox.queue import enqueue
 from bot.readiness import Verdict
-from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.drill_tables import DrillOccurrence, LagRecord, OccurrenceState

@@ -179,7 +179,7 @@ class Runner:
         r = self._begin(request_id)
         if r is None:
             return
-        req, run, planned = r.req, r.run, r.planned
+        req, planned = r.req, r.planned
         self._poke_outbox()
         diverged = False
         if req.kind is not RequestKind.ROLLBACK:

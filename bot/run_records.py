@@ -23,8 +23,9 @@ from bot.services import Services
 from bot.store import read_scope, session_scope
 from bot.store.batch import Write, Writes, apply, commit
 from bot.store.models import ChangeRequest, RequestKind, RequestState, Run, RunStep, ServiceState, StepState, aware
+from bot.store.transitions import move_in
 
-_STEPS, _RUNS, _REQUESTS = RunStep.__table__, Run.__table__, ChangeRequest.__table__
+_STEPS, _RUNS = RunStep.__table__, Run.__table__
 _STATES = ServiceState.__table__
 _BEAT = _RUNS.update().where(_RUNS.c.id == bindparam("run_id"))
 
@@ -125,11 +126,14 @@ def persist_end(s: Session, sv: Services, r: RunState, ended: Ended) -> None:
     _ended(sv, r, ended)
 
 
-def _end_in(writes: Writes, sv: Services, r: RunState, ended: Ended) -> None:
+def _end_in(writes: Writes, sv: Services, r: RunState, ended: Ended, region: bool = True) -> None:
+    """The writes of a step's end; ``region``: a traffic shift's end records where the
+    service runs now (False: the run's end records it)."""
     req, p = r.req, ended.planned
     writes.add(Write(_STEPS, {"state": ended.state, "ended_at": ended.ended_at, "error": ended.error,
                               "output": _output_of(ended)}, where=_by_id, params={"id": ended.step_id}))
-    if ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" and not ended.output.get("dry_run"):
+    if region and ended.state is StepState.SUCCEEDED and p.step.action == "traffic.shift" \
+            and not ended.output.get("dry_run"):
         writes.add(region_write(sv, req.service, p.region, req.id))
     record_in(writes, SYSTEM, f"step.{ended.state.value}", target=req.service, request_id=req.id,
               service=req.service, text=p.step.name,
@@ -169,23 +173,21 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
             values |= proof
         parent = s.get(ChangeRequest, req.parent_id) if req.parent_id and r.board is None else None
     writes = Writes()
-    if ended is not None:
-        _end_in(writes, sv, r, ended)
-    writes.add(Write(_RUNS, {"state": state, **values}, where=_running, params={"id": run.id}))
-    closed = {"state": state, "closed_at": now, "state_reason": why}
-    writes.add(Write(_REQUESTS, closed | ({"preflight": stale.to_json()} if stale is not None else {}),
-                     where=_running, params={"id": req.id}))
+    moved = succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK)
+    if ended is not None:  # a moved service's region is written once, below (a row once per statement)
+        _end_in(writes, sv, r, ended, region=not moved)
+    running, closed = RequestState.RUNNING, {"closed_at": now, "state_reason": why}
+    move_in(writes, Run, run.id, running, state, **values)
+    move_in(writes, ChangeRequest, req.id, running, state, **closed,
+            **({"preflight": stale.to_json()} if stale is not None else {}))
     if req.kind is RequestKind.RESUME:
-        writes.add(Write(_REQUESTS, closed, where=_running, params={"id": req.parent_id}))
+        move_in(writes, ChangeRequest, req.parent_id, running, state, **closed)
     if req.kind is RequestKind.ROLLBACK and succeeded:
-        writes.add(Write(_REQUESTS, {"state": RequestState.ROLLED_BACK, "closed_at": now,
-                                     "state_reason": f"rolled back by #{req.id}"}, where=_failed,
-                         params={"id": req.parent_id}))
+        move_in(writes, ChangeRequest, req.parent_id, RequestState.FAILED, RequestState.ROLLED_BACK, closed_at=now,
+                state_reason=f"rolled back by #{req.id}")
         record_in(writes, SYSTEM, "request.rolled_back", target=req.service, request_id=req.parent_id,
                   service=req.service, detail={"rollback": req.id})
-    if succeeded and req.kind in (RequestKind.FAILOVER, RequestKind.FAILBACK):
-        # it supersedes the last step's (a traffic shift's): one statement may not change a row twice
-        writes.items = [w for w in writes.items if w.table is not _STATES]
+    if moved:
         writes.add(region_write(sv, req.service, req.to_region, req.id))
     record_in(writes, SYSTEM, f"run.{state.value}", target=req.service, request_id=req.id, service=req.service,
               text=why, detail={"run": run.id, **{k: v for k, v in values.items() if k != "ended_at"}})
@@ -212,14 +214,6 @@ def finish(sv: Services, r: RunState, ended: Ended | None, state: RequestState, 
     op("run.finished", request_id=req.id, run_id=run.id, kind=req.kind.value, service=req.service,
        outcome=state.value, reason=why or None, seconds=round(seconds, 3),
        rto_s=values.get("measured_rto_s"), rpo_s=values.get("measured_rpo_s"))
-
-
-def _running(table, bind):
-    return (table.c.id == bind("id")) & (table.c.state == RequestState.RUNNING)
-
-
-def _failed(table, bind):
-    return (table.c.id == bind("id")) & (table.c.state == RequestState.FAILED)
 
 
 def _steps_at_end(s: Session, run_id: int, ended: Ended | None) -> list[RunStep]:

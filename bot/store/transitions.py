@@ -7,6 +7,7 @@ from typing import Iterable
 from sqlalchemy import update
 from sqlmodel import Session, col
 
+from bot.store.batch import Write, Writes
 from bot.store.models import ChangeRequest, RequestState, Run
 
 
@@ -24,3 +25,14 @@ def move_request(session: Session, request_id: int, expected: Iterable[RequestSt
 
 def move_run(session: Session, run_id: int, expected: Iterable[RequestState], new: RequestState, **values) -> bool:
     return _move(session, Run, run_id, expected, new, **values)
+
+
+def _in_state(table, bind):
+    return (table.c.id == bind("id")) & (table.c.state == bind("was"))
+
+
+def move_in(writes: Writes, model, row_id: int, was: RequestState, new: RequestState, **values) -> None:
+    """``move_request`` / ``move_run`` (``model``: ChangeRequest or Run) from one expected
+    state, as a write of a batch (``bot.store.batch``): the same conditional update, sent with
+    the batch's other writes; nobody reads whether it won."""
+    writes.add(Write(model.__table__, {"state": new, **values}, where=_in_state, params={"id": row_id, "was": was}))
