@@ -71,6 +71,8 @@ class Collector:
         self._kept: dict[tuple, tuple[float, Reading]] = {}
         self.calls = 0
         """Reads sent to a source since start (for tests and the benchmarks)."""
+        self.joined = 0
+        """Reads that joined a read already in flight instead of calling the source."""
 
     def read(self, probes: list[Probe], reuse: float = 0.0, now: datetime | None = None) -> dict[tuple, Reading]:
         """All readings, keyed by ``Probe.key``. Returns within the largest timeout.
@@ -152,6 +154,7 @@ class Collector:
         with self._lock:
             flight = self._flights.get(identity)
             if flight is not None and not flight.future.done() and at - flight.started < flight.timeout:
+                self.joined += 1
                 return flight.future
             try:
                 future = self._pool.submit(self._read_when, go, probe)

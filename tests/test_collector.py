@@ -116,7 +116,7 @@ def test_reads_reuse_one_pool_of_reader_threads():
 
 
 def test_concurrent_reads_of_one_probe_call_the_source_once():
-    backend = Gated("s")
+    backend = Gated("s", timeout=60.0)  # the flight stays young however slowly the threads start
     collector = Collector({"s": backend})
     probe = Probe(("lag",), "s", "lag", Target("orders"))
     results = []
@@ -125,6 +125,9 @@ def test_concurrent_reads_of_one_probe_call_the_source_once():
     for t in threads:
         t.start()
     wait_until("the first read to reach the source", lambda: backend.calls == 1)
+    # the gate opens only once every other read has joined the flight: opened earlier, a
+    # read that had not yet reached the collector would find the flight landed and read again
+    wait_until("the three other reads to join the first", lambda: collector.joined == 3)
     backend.gate.set()
     for t in threads:
         t.join(timeout=10)
