@@ -130,7 +130,7 @@ regions: [us-east-1, us-west-2]
 sources:
   sim:
     kind: sandbox
-    timeout: 0.5
+    timeout: 10.0
     profiles:
       orders: {lag: 20, jitter: 0}
 approvals:

@@ -48,7 +48,7 @@ def config_text(drills_yaml: str | None = None) -> str:
       impact: the sandbox estate answers from us-west-2"""
     return f"""regions: [us-east-1, us-west-2]
 sources:
-  sim: {{kind: sandbox, timeout: 1.0}}
+  sim: {{kind: sandbox, timeout: 10.0}}
 approvals: {{required_approvals: 1, approvers: [UBOB, UCAROL, UDAVE], expires: 30m}}
 watch: {{enabled: false}}
 digest: {{enabled: false}}

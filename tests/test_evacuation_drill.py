@@ -57,7 +57,7 @@ def service(name: str, deps: str = "[]", drill: bool = False, lag: str = "sim") 
 def config_text(extra_services: str = "", sources: str = "") -> str:
     return f"""regions: [us-east-1, us-west-2]
 sources:
-  sim: {{kind: sandbox, timeout: 1.0}}
+  sim: {{kind: sandbox, timeout: 10.0}}
 {sources}approvals: {{required_approvals: 1, approvers: [UBOB, UCAROL], expires: 30m}}
 evacuation: {{parallelism: 4, on_failure: stop}}
 services:

@@ -21,7 +21,7 @@ from tests.helpers import ALICE, rows
 ESTATE = """
 regions: [us-east-1, us-west-2]
 sources:
-  sim: {kind: sandbox, timeout: 1.0, profiles: {ledger: {lag: 900, jitter: 0}}}
+  sim: {kind: sandbox, timeout: 10.0, profiles: {ledger: {lag: 900, jitter: 0}}}
 approvals: {required_approvals: 1, approvers: [UBOB]}
 services:
 %s
