@@ -6,6 +6,8 @@ outside world"). Scenario tests over real HTTP against the fake Slack Web API:
    message, the (coalesced) progress and the final state arrive, in order, nothing twice.
 2. A request whose message can never be posted is withdrawn and its requester told.
 3. Skipping preview 12 leaves preview 1 undecided (decisions are rows, not JSON substrings).
+4. On PostgreSQL, the database aborts the record of a delivery (a deadlock): the record runs
+   again and the message is not posted a second time when the claim would have run out.
 
 Time is driven with the services' clock (retries come due when it moves), never slept out.
 """
@@ -22,6 +24,7 @@ from bot.store.incident_tables import Incident, OutboxItem, OutboxState, Preview
 from bot.store.models import AuditEntry, ChangeRequest, RequestState
 from bot.wiring import build_services
 from tests.app_server import running_app
+from tests.postgres import temporary_schema
 from tests.helpers import ALICE, BOB, TWO_STEP_CONFIG, delivered, request_row, rows, wait_until
 
 CHANNEL = "C_INC"
@@ -105,6 +108,58 @@ def test_a_slack_outage_loses_nothing_and_repeats_nothing(clocked, fake_slack):
         # coalesced: the queued updates of one message went out as at most one update each
         assert len(updates) <= 2
         assert _pending(services) == []
+
+
+ABORT_FIRST_DELIVERY = """
+CREATE SEQUENCE abort_once;
+CREATE FUNCTION abort_first_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.state <> OLD.state AND NEW.state::text IN ('delivered', 'DELIVERED') AND nextval('abort_once') = 1 THEN
+    RAISE EXCEPTION 'deadlock detected (made by the test)' USING ERRCODE = 'deadlock_detected';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER abort_first_delivery BEFORE UPDATE ON outbox_item
+  FOR EACH ROW EXECUTE FUNCTION abort_first_delivery();
+"""
+"""The first time an item is marked delivered, PostgreSQL aborts the transaction with the
+SQLSTATE of a deadlock (40P01), as it does to one of two transactions locking rows in
+opposite orders."""
+
+
+@pytest.mark.postgres
+def test_a_delivery_whose_record_postgresql_aborts_is_recorded_once_and_never_posted_again(pg_url, fake_slack):
+    clock = Clock()
+    with temporary_schema(pg_url) as url:
+        services = build_services(parse_config(TWO_STEP_CONFIG, "outbox-test.yaml", {}), db_url=url, clock=clock)
+        try:
+            with services.engine.begin() as conn:
+                conn.exec_driver_sql(ABORT_FIRST_DELIVERY)
+            with running_app(services, fake_slack) as app:
+                app.sender.slash_command("failover orders db down in us-east-1", user_id=ALICE.id,
+                                         user_name="alice", channel_id=CHANNEL,
+                                         response_url=fake_slack.response_url())
+                req = wait_until("the request's message", lambda: rows(services, ChangeRequest)
+                                 and request_row(services, rows(services, ChangeRequest)[0].id).message_ts
+                                 and rows(services, ChangeRequest)[0])
+                delivered(services)
+                with services.engine.connect() as conn:
+                    assert conn.exec_driver_sql("SELECT last_value FROM abort_once").scalar() >= 1, \
+                        "the test's abort never fired"
+                # past the claim of the aborted record: a lost record would be delivered again now
+                clock.advance(600)
+                services.outbox.poke()
+                delivered(services)
+                posts = [c for c in fake_slack.succeeded("chat.postMessage")
+                         if c.params["channel"] == CHANNEL and not c.params.get("thread_ts")]
+                assert len(posts) == 1, [p.params.get("text") for p in posts]
+                top = [ts for (ch, ts), m in fake_slack.messages.items() if ch == CHANNEL and not m.get("thread_ts")]
+                assert top == [request_row(services, req.id).message_ts]
+                items = rows(services, OutboxItem)
+                assert items and all(i.state is OutboxState.DELIVERED and i.attempts == 1 for i in items), \
+                    [(i.kind, i.state, i.attempts) for i in items]
+        finally:
+            services.engine.dispose()
 
 
 def test_a_request_whose_message_cannot_be_posted_is_withdrawn_and_the_requester_told(clocked, fake_slack):

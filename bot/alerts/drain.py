@@ -28,11 +28,12 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, col, select
 
 from bot.alerts.inbox import PENDING, Inbox
-from bot.alerts.intake import retried, store
+from bot.alerts.intake import store
 from bot.alerts.normalise import BadPayload, NormalisedAlert, read
 from bot.oplog import op
 from bot.services import Services
 from bot.store import read_scope, session_scope
+from bot.store.db import aborted, again_if_aborted
 from bot.store.incident_tables import AlertInbox
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ FAILED = "failed"
 def _transient(e: DBAPIError) -> bool:
     """A failure of the database, not of a payload (deadlock, lost connection, lock wait):
     the whole pass is rolled back and runs again; no payload is charged an attempt."""
-    return retried(e) or isinstance(e, (OperationalError, InterfaceError))
+    return aborted(e) or isinstance(e, (OperationalError, InterfaceError))
 
 
 class Drain:
@@ -90,14 +91,7 @@ class Drain:
 
     def run_once(self) -> int:
         """Process one batch; returns the payloads it took (0: nothing was waiting)."""
-        for attempt in range(1, 4):
-            try:
-                return self._pass()
-            except DBAPIError as e:
-                if attempt == 3 or not retried(e):
-                    raise
-                log.warning("alert batch rolled back by the database (%s), attempt %d of 3", e.orig.sqlstate, attempt)
-        raise AssertionError("unreachable")
+        return again_if_aborted("alert batch", self._pass)
 
     def _pass(self) -> int:
         sv = self.services

@@ -16,14 +16,12 @@ alerts arriving together for one service open one incident and the others join i
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import bindparam, text, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, select
 
 from bot.alerts import drill_noise
@@ -35,12 +33,9 @@ from bot.incidents import open_incident_of, open_or_join, services_of
 from bot.outbox.queue import enqueue
 from bot.services import Services
 from bot.store import session_scope
+from bot.store.db import again_if_aborted
 from bot.store.incident_tables import Alert, Incident, IncidentStatus
 
-log = logging.getLogger(__name__)
-RETRIED = frozenset({"40P01", "40001"})
-"""PostgreSQL deadlock and serialization failure: two batches that touch the same alerts or
-services in a different order; one is rolled back by the database and runs again."""
 CHUNK = 500
 """Fingerprints per lookup or insert statement (SQLite's bound-parameter limit)."""
 SHOWN = 5
@@ -109,21 +104,13 @@ class _Seen:
 
 
 def ingest(services: Services, alerts: list[NormalisedAlert]) -> IngestResult:
-    """Store ``alerts`` in one transaction of their own (Slack alert channels, tests)."""
-    for attempt in range(1, 4):
-        try:
-            with session_scope(services.engine) as s:
-                return store(services, s, alerts)
-        except DBAPIError as e:
-            if attempt == 3 or not retried(e):
-                raise
-            log.warning("alert batch of %d rolled back by the database (%s), attempt %d of 3",
-                        len(alerts), e.orig.sqlstate, attempt)
-    raise AssertionError("unreachable")
-
-
-def retried(e: DBAPIError) -> bool:
-    return getattr(e.orig, "sqlstate", None) in RETRIED
+    """Store ``alerts`` in one transaction of their own (Slack alert channels, tests); run
+    again if the database aborts it (two batches touching the same alerts or services in a
+    different order)."""
+    def once() -> IngestResult:
+        with session_scope(services.engine) as s:
+            return store(services, s, alerts)
+    return again_if_aborted(f"alert batch of {len(alerts)}", once)
 
 
 def store(services: Services, s: Session, alerts: list[NormalisedAlert],

@@ -27,6 +27,7 @@ from bot.outbox.pacing import Limit, take
 from bot.outbox.queue import parse
 from bot.services import Services
 from bot.store import session_scope
+from bot.store.db import again_if_aborted
 from bot.store.incident_tables import OutboxItem, OutboxState
 from integrations.base import IntegrationError
 
@@ -174,6 +175,23 @@ class Worker:
         attempts = item.attempts + 1
         dead = not outcome.delivered and (outcome.dead or (kind.max_attempts is not None
                                                            and attempts >= kind.max_attempts))
+        # the delivery happened: its record is run again if the database aborts it (a
+        # deadlock with a writer folding into the same items); lost, the item would be
+        # delivered a second time once its claim ran out
+        nxt = again_if_aborted(f"outbox item {item.id} record",
+                               lambda: self._record_once(item, kind, event, outcome, following, attempts, dead))
+        if dead:
+            sv.metrics.outbox_given_up.labels(item.kind).inc()
+            op("outbox.given_up", logging.ERROR, item_id=item.id, kind=item.kind, stream=item.stream, attempts=attempts,
+               reason=outcome.error)
+        elif not outcome.delivered:
+            log.warning("outbox item %s (%s) not delivered (attempt %s): %s", item.id, item.kind, attempts,
+                        outcome.error)
+        return nxt
+
+    def _record_once(self, item: OutboxItem, kind: Kind, event: Any, outcome: Outcome,
+                     following: list[tuple[OutboxItem, Kind, Any, Any]], attempts: int, dead: bool) -> tuple[Any, Any]:
+        sv = self.services
         nxt: tuple[Any, Any] = (None, None)
         with session_scope(sv.engine) as s:
             now = sv.clock()
@@ -197,13 +215,6 @@ class Worker:
             elif following:
                 s.execute(update(OutboxItem).where(col(OutboxItem.id).in_([f[0].id for f in following]))
                           .values(claimed_until=None).execution_options(synchronize_session=False))
-        if dead:
-            sv.metrics.outbox_given_up.labels(item.kind).inc()
-            op("outbox.given_up", logging.ERROR, item_id=item.id, kind=item.kind, stream=item.stream, attempts=attempts,
-               reason=outcome.error)
-        elif not outcome.delivered:
-            log.warning("outbox item %s (%s) not delivered (attempt %s): %s", item.id, item.kind, attempts,
-                        outcome.error)
         return nxt
 
     # -- running ---------------------------------------------------------------------------

@@ -17,20 +17,17 @@ coalescing: a newer progress update folds into the undelivered one, else it is q
 """
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from sqlalchemy import Engine, Table, bindparam, exists, func, insert, literal, select, union_all
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ColumnElement
 from sqlmodel import Session
 
-from bot.store.db import session_scope
+from bot.store.db import again_if_aborted, session_scope
 
-log = logging.getLogger(__name__)
 
 Where = Callable[[Table, Callable[[str], Any]], ColumnElement]
 """The condition of an UPDATE, from the table and a function naming a bound parameter: a
@@ -160,25 +157,14 @@ class Writes:
         return {k: v for n, w in enumerate(self.items) for k, v in _params(w, f"w{n}_").items()}
 
 
-RETRIES = 3
-"""Attempts of one statement that PostgreSQL aborted to break a deadlock: its CTEs lock rows
-in no set order (two runs ending together fold into the same outbox items), and being one
-autocommit statement, it either happened whole or not at all, so running it again is safe."""
-
-
 def _on_postgresql(engine: Engine, statement, params: dict[str, Any]):
-    for attempt in range(1, RETRIES + 1):
-        try:
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                return conn.execute(statement, params).one()
-        except OperationalError as e:
-            if getattr(e.orig, "sqlstate", None) not in _RETRYABLE or attempt == RETRIES:
-                raise
-            log.warning("batch statement aborted by PostgreSQL (%s), attempt %d of %d: running it again",
-                        e.orig.sqlstate, attempt, RETRIES)
-
-
-_RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+    """Run again if PostgreSQL aborts it to break a deadlock: its CTEs lock rows in no set
+    order (two runs ending together fold into the same outbox items), and being one
+    autocommit statement, it either happened whole or not at all."""
+    def once():
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            return conn.execute(statement, params).one()
+    return again_if_aborted("batch statement", once)
 
 
 def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tuple[Any, int]:

@@ -2,13 +2,15 @@
 ``DATABASE_URL``. Times are stored and returned timezone-aware UTC on both."""
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import DateTime, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
@@ -92,6 +94,34 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+ABORTED = frozenset({"40P01", "40001"})
+"""PostgreSQL's deadlock detected and serialization failure: the database rolled one
+transaction back to let another finish; the same work, run again, can succeed."""
+ATTEMPTS = 3
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def aborted(e: BaseException) -> bool:
+    """Whether ``e`` is the database rolling a transaction back to break a deadlock."""
+    return isinstance(e, DBAPIError) and getattr(e.orig, "sqlstate", None) in ABORTED
+
+
+def again_if_aborted(what: str, work: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    """``work()`` (a whole transaction of its own, so that nothing of a rolled-back try is
+    left), run again when the database aborts it for a deadlock or a serialization failure,
+    up to ``attempts`` times; any other error, or the last abort, is raised."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except DBAPIError as e:
+            if attempt == attempts or not aborted(e):
+                raise
+            log.warning("%s rolled back by the database (%s), attempt %d of %d: running it again",
+                        what, e.orig.sqlstate, attempt, attempts)
+    raise AssertionError("unreachable")
 
 
 def insert_for(session: Session, model):
