@@ -32,7 +32,6 @@ from bot.events import ReadinessChange
 from bot.failback_assistant import assist
 from bot.outbox.queue import enqueue
 from bot.readiness import Assessment, Finding, Verdict, worst
-from bot.render import Reply
 from bot.services import Services
 from bot.store import session_scope
 from bot.store.drill_tables import LagRecord, WatchState
