@@ -18,11 +18,10 @@ from bot import changes, region_drills
 from bot.actor import Actor
 from bot.audit import record
 from bot.drill_calendar import SCHEDULER
+from bot.drill_posts import poke, post
 from bot.config import ServiceConfig
 from bot.config.schedules import CalendarSchedule
 from bot.drill_schedules import channel_for, fire_times, grace_of, lead_times, region_of, schedule_for
-from bot.events import DrillPost
-from bot.outbox.queue import enqueue
 from bot.permissions import require
 from bot.policy import policy_for
 from bot.preflight import run_preflight
@@ -116,14 +115,6 @@ def _due_leads(services: Services, occ: DrillOccurrence, now: datetime) -> list[
     return [lead for lead in leads if now >= occ.starts_at - timedelta(seconds=lead)]
 
 
-def _post(services: Services, s, occ: DrillOccurrence, what: str, lead: int = 0, why: str = "") -> None:
-    """Queue a drill post in the transaction that decided it: it is delivered (in order,
-    paced, retried) even if Slack is down right now, and never twice."""
-    if occ.channel:
-        enqueue(s, DrillPost(occurrence_id=occ.id, channel=occ.channel, what=what, lead=lead, why=why,
-                             starts_at=occ.starts_at.isoformat()), services.clock())
-
-
 def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
     """Conditionally record the due announcement: only the tick that changes the row posts."""
     due = _due_leads(services, occ, now)
@@ -137,14 +128,9 @@ def _announce(services: Services, occ: DrillOccurrence, now: datetime) -> bool:
                 .values(announced=",".join(map(str, seen))))
         if s.execute(stmt).rowcount != 1:
             return False
-        _post(services, s, occ, "announce", lead=min(due))  # after a pause: one post, the nearest lead
-    _poke(services)
+        post(services, s, occ, "announce", lead=min(due))  # after a pause: one post, the nearest lead
+    poke(services)
     return True
-
-
-def _poke(services: Services) -> None:
-    if services.outbox is not None:
-        services.outbox.poke()
 
 
 def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> str:
@@ -166,11 +152,11 @@ def _start_or_miss(services: Services, occ: DrillOccurrence, now: datetime) -> s
                          closed_at=now, state_reason=f"drill missed: {why}")
             record(s, SCHEDULER, "drill.missed", target=occ.service, request_id=req.id, service=occ.service,
                    detail={"occurrence": occ.id, "why": why, "starts_at": occ.starts_at.isoformat()})
-        _post(services, s, occ, "started" if start else "missed", why=why)
+        post(services, s, occ, "started" if start else "missed", why=why)
         if not start:
             s.refresh(req)
             queue_message(services, s, req)
-    _poke(services)
+    poke(services)
     if start and services.runner is not None:
         # 'starting now' is queued first in the occurrence's stream, so it is posted before the run's
         services.runner.poke(occ.request_id)

@@ -20,6 +20,7 @@ from bot.changes import Refused
 from bot.config.schedules import RegionDrillSchedule
 from bot.drill_calendar import SCHEDULER
 from bot.drill_schedules import channel_for, fire_times, lead_times, schedule_for
+from bot.drill_posts import poke, post
 from bot.oplog import op
 from bot.services import Services
 from bot.store import read_scope, session_scope
@@ -74,19 +75,23 @@ def create(services: Services, region: str, schedule: str, at: datetime, request
 
 def _refused(services: Services, service: str, schedule: str, at: datetime, refusal: Refused) -> None:
     """The drill cannot be asked for (nothing in the region may be drilled, an evacuation of
-    it is open): recorded once as missed, with why, and logged; nothing is posted, and the
-    next tick does not ask again."""
+    it is open): recorded once as missed, with why, logged, and said in the schedule's
+    channel (a drill that silently does not happen is a gap in the DR record); the next
+    tick does not ask again."""
     why = services.renderer.text(refusal.reply()).strip()
+    channel = channel_for(services.config, service, schedule_for(services.config, service, schedule))
     try:
         with session_scope(services.engine) as s:
-            occ = DrillOccurrence(service=service, schedule=schedule, planned_for=at, starts_at=at,
+            occ = DrillOccurrence(service=service, schedule=schedule, planned_for=at, starts_at=at, channel=channel,
                                   state=OccurrenceState.MISSED, note=f"not planned: {why}")
             s.add(occ)
             s.flush()
             record(s, SCHEDULER, "drill.refused", target=service, service=service, text=why,
                    detail={"schedule": schedule, "starts_at": at.isoformat(), "occurrence": occ.id,
                            "code": refusal.code})
+            post(services, s, occ, "refused", why=why)
     except IntegrityError:
         return  # another replica recorded it
     op("drill.refused", level=logging.WARNING, service=service, schedule=schedule, starts_at=at.isoformat(),
        code=refusal.code)
+    poke(services)

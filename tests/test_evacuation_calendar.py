@@ -256,9 +256,10 @@ def _message(sv, request_id: int) -> Reply:
 
 # -- ad hoc, refused at planning, config errors -----------------------------------------------------
 
-def test_an_ad_hoc_region_drill_is_on_the_calendar_and_a_refused_plan_is_recorded_once(estate):
+def test_an_ad_hoc_region_drill_is_on_the_calendar_and_a_refused_plan_is_recorded_once(estate, fake_slack):
     now = [T - 2 * H]
-    sv = estate(now, config_text("\n    - {name: quarterly, region: us-east-1, cron: \"0 10 * * tue\"}"))
+    sv = estate(now, config_text(f"\n    - {{name: quarterly, region: us-east-1, cron: \"0 10 * * tue\", "
+                                 f"channel: {CHANNEL}}}"))
     # an evacuation of the region is open: the scheduler's drill cannot be asked for
     real = dispatch(sv, ALICE, "evacuate us-east-1 the region is down")
     assert real.template == "evacuation_created", sv.renderer.text(real)
@@ -268,6 +269,14 @@ def test_an_ad_hoc_region_drill_is_on_the_calendar_and_a_refused_plan_is_recorde
     assert "evacuation" in occ.note and len(drill_requests(sv)) == 1
     assert tick_at(sv, now, T - H)["planned"] == [] and len(rows(sv, DrillOccurrence)) == 1
     assert [a.action for a in rows(sv, AuditEntry, AuditEntry.action == "drill.refused")] == ["drill.refused"]
+    # said once in the schedule's channel, with why and what to do: a drill that silently
+    # does not happen would leave a gap in the DR record nobody sees
+    delivered(sv)
+    (said,) = in_channel(fake_slack)
+    assert said["text"].startswith("Region drill of us-east-1 not planned: ") and "evacuation" in said["text"]
+    shown = json.dumps(said["blocks"])
+    assert "`quarterly`" in shown and "will *not* run" in shown and "drill schedule evacuate us-east-1 WHEN" in shown
+    assert "thread_ts" not in said
     dispatch(sv, ALICE, f"cancel {real.context['req'].id}")
 
     # a person plans one by hand (drill_calendar): an 'adhoc' occurrence, announced at once

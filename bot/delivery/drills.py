@@ -1,6 +1,7 @@
 """Delivery of drill posts: the first announcement is the drill request's own message
 (with its buttons) and the root of the occurrence's thread; reminders, 'starting now' and
-'missed' follow in that thread."""
+'missed' follow in that thread. A region drill that could not be asked for is a post of
+its own."""
 from __future__ import annotations
 
 from sqlmodel import Session
@@ -17,11 +18,15 @@ from bot.services import Services
 from bot.store.drill_tables import DrillOccurrence
 from bot.store.models import ChangeRequest
 
-TEMPLATES = {"announce": "drill_reminder", "started": "drill_started", "missed": "drill_missed"}
+TEMPLATES = {"announce": "drill_reminder", "started": "drill_started", "missed": "drill_missed",
+             "refused": "drill_refused"}
 
 
 def prepare(services: Services, s: Session, ev: DrillPost) -> tuple[str, Reply, str]:
     occ = s.get(DrillOccurrence, ev.occurrence_id)
+    if ev.what == "refused":  # never asked for: no request, no thread; a post of its own
+        return ev.what, Reply(TEMPLATES[ev.what], {"occ": occ, "why": ev.why, "region": region_of(occ.service),
+                                                   "command": services.command}, ephemeral=False), ""
     req = s.get(ChangeRequest, occ.request_id)
     if ev.what == "announce" and not occ.thread_ts:
         return "root", message(services, s, occ.request_id), ""
