@@ -35,7 +35,11 @@ from tests.moto_fixture import moto_endpoint, reset_moto  # noqa: F401
 SP_KEY = "sp-key-4f2a9c"
 COMPONENT = "cmp0orders01"
 ALICE = Actor(id="UALICE", name="alice", origin="shell")
-MIN_GAP = 0.95  # Statuspage: about one request per second per API key
+INTERVAL = 1.0  # Statuspage: one request per second per API key (over a rolling minute)
+SLACK = 0.3
+"""Seconds a request may reach the page later than the slot it took (a commit, the HTTP
+client, a loaded machine): the pacer's slots are exact (tests/test_pacing.py); arrivals
+are measured here, at the page."""
 
 SERVICES = """
 regions: [us-east-1, us-west-2]
@@ -132,9 +136,14 @@ def gaps(fake: FakeStatuspage) -> list[float]:
 
 
 def assert_paced(fake: FakeStatuspage) -> None:
+    """Any two requests k apart reach the page at least k seconds apart, less SLACK: one
+    request per second, however they bunch (unpaced, a GET and its PATCH are ms apart)."""
     assert fake.requests, "no request reached the page"
-    assert min(gaps(fake), default=MIN_GAP) >= MIN_GAP, (
-        f"more than one request per second to the page: gaps {gaps(fake)} between "
+    ats = [r.at for r in fake.requests]
+    close = [(i, j, round(ats[j] - ats[i], 3)) for i in range(len(ats)) for j in range(i + 1, len(ats))
+             if ats[j] - ats[i] < (j - i) * INTERVAL - SLACK]
+    assert not close, (
+        f"more than one request per second to the page: (i, j, seconds) {close[:5]}; gaps {gaps(fake)} between "
         f"{[(r.method, r.path.rsplit('/', 1)[-1], r.status) for r in fake.requests]}")
 
 
