@@ -15,10 +15,9 @@ from bot.incident_command import COMMANDER, roles_of
 from bot.incidents import open_incidents, services_of
 from bot.evacuation_policy import policy_of
 from bot.policy import Policy
-from bot.request_view import approvals_of
 from bot.services import Services
 from bot.store import read_scope
-from bot.store.models import ChangeRequest, RequestState
+from bot.store.models import Approval, ChangeRequest, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,10 @@ def home_context(services: Services, actor: Actor) -> dict[str, Any]:
                               "commander": held[COMMANDER].user_id if COMMANDER in held else None})
         pending = list(s.exec(select(ChangeRequest).where(ChangeRequest.state == RequestState.PENDING)
                               .order_by(col(ChangeRequest.id))))
-        decided = {r.id: {a.approver for a in approvals_of(s, r.id)} for r in pending}
+        decided: dict[int, set[str]] = {r.id: set() for r in pending}
+        for request_id, approver in s.exec(select(Approval.request_id, Approval.approver)
+                                           .where(col(Approval.request_id).in_(list(decided)))):
+            decided[request_id].add(approver)  # one query, however many requests wait
         policies = {r.id: _policy(services, s, r) for r in pending}
     to_approve = [r for r in pending if _may_approve(services, actor, r, decided[r.id], policies[r.id])][:MAX_ROWS]
     try:

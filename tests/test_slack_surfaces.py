@@ -20,7 +20,7 @@ from bot.config import parse_config
 from bot.store.command_tables import IncidentRole
 from bot.store.evacuation_tables import Evacuation, EvacuationMember
 from bot.store.incident_tables import Incident
-from bot.store.models import ChangeRequest, RequestKind, RequestState
+from bot.store.models import Approval, ChangeRequest, RequestKind, RequestState
 from bot.wiring import build_services
 from commands.router import dispatch
 from transports.shell import Shell
@@ -203,6 +203,15 @@ def test_app_home_lists_open_incidents_and_only_the_requests_this_person_may_app
     home_opened(app, CAROL)
     assert "commander <@UBOB>" in text_of(published(fake_slack, CAROL, 2))
     assert len([c for c in fake_slack.calls("views.publish") if c.params.get("user_id") == CAROL]) == 2
+
+    # a request Carol has approved (it waits for a second approver) no longer waits for her
+    with Session(app.services.engine) as s:
+        s.add(Approval(request_id=orders, approver=CAROL, approver_name="carol"))
+        s.commit()
+    home_opened(app, CAROL)
+    assert f"*#{orders}* failover orders" not in text_of(published(fake_slack, CAROL, 3))
+    home_opened(app, DAVE)
+    assert f"*#{orders}* failover orders" in text_of(published(fake_slack, DAVE, 2))
 
 
 # -- the Declare incident shortcut and modal --------------------------------------------------------
