@@ -8,23 +8,30 @@ outside world"). Scenario tests over real HTTP against the fake Slack Web API:
 3. Skipping preview 12 leaves preview 1 undecided (decisions are rows, not JSON substrings).
 4. On PostgreSQL, the database aborts the record of a delivery (a deadlock): the record runs
    again and the message is not posted a second time when the claim would have run out.
+5. On PostgreSQL, a transaction holds an item's row: the worker's pass skips it instead of
+   waiting (a waiting claim could close a deadlock) and delivers it once it is free.
 
 Time is driven with the services' clock (retries come due when it moves), never slept out.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from slack_sdk import WebClient
+from sqlmodel import select
 
 from bot.config import parse_config
 from bot.incidents import decide_preview, open_by_hand, update_from_form
 from bot.store.incident_tables import Incident, OutboxItem, OutboxState, PreviewDecision
 from bot.store.models import AuditEntry, ChangeRequest, RequestState
 from bot.wiring import build_services
+from commands.router import dispatch
 from tests.app_server import running_app
 from tests.postgres import temporary_schema
+from transports.slack.messenger import SlackMessenger
 from tests.helpers import ALICE, BOB, TWO_STEP_CONFIG, delivered, request_row, rows, wait_until
 
 CHANNEL = "C_INC"
@@ -158,6 +165,34 @@ def test_a_delivery_whose_record_postgresql_aborts_is_recorded_once_and_never_po
                 items = rows(services, OutboxItem)
                 assert items and all(i.state is OutboxState.DELIVERED and i.attempts == 1 for i in items), \
                     [(i.kind, i.state, i.attempts) for i in items]
+        finally:
+            services.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_pass_skips_an_item_whose_row_a_transaction_holds_and_delivers_it_after(pg_url, fake_slack):
+    with temporary_schema(pg_url) as url:
+        services = build_services(parse_config(TWO_STEP_CONFIG, "outbox-test.yaml", {}), db_url=url)
+        services.messenger = SlackMessenger(WebClient(base_url=fake_slack.base_url, token="xoxb-t"), services.renderer)
+        try:
+            asked = dispatch(services, ALICE, "failover orders db down in us-east-1")
+            assert asked.template == "request_created", services.renderer.text(asked)
+            (item,) = rows(services, OutboxItem, OutboxItem.kind == "request.message")
+            passes: list[int] = []
+            with services.engine.connect() as holder:
+                holder.execute(select(OutboxItem.id).where(OutboxItem.id == item.id).with_for_update()).all()
+                worker = threading.Thread(target=lambda: passes.append(services.outbox.run_once()), daemon=True)
+                worker.start()
+                worker.join(timeout=20)
+                blocked = worker.is_alive()
+                holder.rollback()  # frees the row (and a blocked pass, so that the test ends)
+            assert not blocked, "the pass waited for a row another transaction holds"
+            held = request_row(services, asked.context["req"].id)
+            assert (held.message_ts, fake_slack.succeeded("chat.postMessage")) == ("", [])
+            assert rows(services, OutboxItem, OutboxItem.id == item.id)[0].claimed_until is None
+            delivered(services)
+            (post,) = fake_slack.succeeded("chat.postMessage")
+            assert request_row(services, held.id).message_ts and post.params["channel"] == ALICE.channel
         finally:
             services.engine.dispose()
 

@@ -37,6 +37,9 @@ MAX_BACKOFF = 300.0
 BATCH = 10
 """Items of one stream claimed in a row by one pass (delivered in order, stopping at a failure)."""
 WAITING = (OutboxState.PENDING, OutboxState.DEAD)
+RETRY_SOON = 0.05
+"""Seconds before the next pass when an item could not be claimed (held by a transaction
+or another worker at that moment): its state change is about to commit."""
 
 
 class Worker:
@@ -54,7 +57,8 @@ class Worker:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.pace_wait: float | None = None
-        """After a pass: seconds until a destination that made an item wait is free again."""
+        """After a pass: seconds until a destination that made an item wait is free again, or
+        ``RETRY_SOON`` when an item could not be claimed; None: nothing to wait for."""
 
     # -- one pass --------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -121,14 +125,22 @@ class Worker:
             return False
         return True
 
-    @staticmethod
-    def _claim(s, item: OutboxItem, now) -> bool:
-        """Exclusive, whoever else tries: another replica, or another thread of this one."""
-        return s.execute(update(OutboxItem).where(
+    def _claim(self, s, item: OutboxItem, now) -> bool:
+        """Exclusive, whoever else tries: another replica, or another thread of this one.
+        An item whose row a transaction holds (on PostgreSQL: a state change folding a newer
+        payload into it) is skipped, never waited for: a claim that waited, holding the
+        items it claimed before, could close a deadlock with a transaction folding into two
+        of them in another order. The pass after next (in ``RETRY_SOON``) takes it."""
+        free = select(OutboxItem.id).where(
             OutboxItem.id == item.id, OutboxItem.state == OutboxState.PENDING,
-            col(OutboxItem.claimed_until).is_(None) | (OutboxItem.claimed_until <= now))
-            .values(claimed_by=f"{OWNER}:{uuid.uuid4().hex[:8]}", claimed_until=now + CLAIM)
-            .execution_options(synchronize_session=False)).rowcount == 1
+            col(OutboxItem.claimed_until).is_(None) | (OutboxItem.claimed_until <= now)
+        ).with_for_update(skip_locked=True).scalar_subquery()
+        claimed = s.execute(update(OutboxItem).where(OutboxItem.id == free)
+                            .values(claimed_by=f"{OWNER}:{uuid.uuid4().hex[:8]}", claimed_until=now + CLAIM)
+                            .execution_options(synchronize_session=False)).rowcount == 1
+        if not claimed:
+            self.pace_wait = min(self.pace_wait or RETRY_SOON, RETRY_SOON)
+        return claimed
 
     def _prepare(self, s, item: OutboxItem, kind: Kind) -> tuple[Any, Any]:
         """(event, what its handler prepared), or (None, a failed Outcome) on a bad payload
