@@ -51,7 +51,7 @@ def _plan_one(services: Services, schedule: RegionDrillSchedule, at: datetime) -
     try:
         req = create(services, schedule.region, schedule.name, at)
     except Refused as r:
-        _refused(services, service, schedule.name, at, r)
+        _refused(services, schedule, at, r)
         return None
     return req.occurrence_id if req is not None else None
 
@@ -73,25 +73,26 @@ def create(services: Services, region: str, schedule: str, at: datetime, request
         return None
 
 
-def _refused(services: Services, service: str, schedule: str, at: datetime, refusal: Refused) -> None:
+def _refused(services: Services, schedule: RegionDrillSchedule, at: datetime, refusal: Refused) -> None:
     """The drill cannot be asked for (nothing in the region may be drilled, an evacuation of
     it is open): recorded once as missed, with why, logged, and said in the schedule's
     channel (a drill that silently does not happen is a gap in the DR record); the next
     tick does not ask again."""
     why = services.renderer.text(refusal.reply()).strip()
-    channel = channel_for(services.config, service, schedule_for(services.config, service, schedule))
+    service = f"{REGION_PREFIX}{schedule.region}"
     try:
         with session_scope(services.engine) as s:
-            occ = DrillOccurrence(service=service, schedule=schedule, planned_for=at, starts_at=at, channel=channel,
+            occ = DrillOccurrence(service=service, schedule=schedule.name, planned_for=at, starts_at=at,
+                                  channel=channel_for(services.config, service, schedule),
                                   state=OccurrenceState.MISSED, note=f"not planned: {why}")
             s.add(occ)
             s.flush()
             record(s, SCHEDULER, "drill.refused", target=service, service=service, text=why,
-                   detail={"schedule": schedule, "starts_at": at.isoformat(), "occurrence": occ.id,
+                   detail={"schedule": schedule.name, "starts_at": at.isoformat(), "occurrence": occ.id,
                            "code": refusal.code})
             post(services, s, occ, "refused", why=why)
     except IntegrityError:
         return  # another replica recorded it
-    op("drill.refused", level=logging.WARNING, service=service, schedule=schedule, starts_at=at.isoformat(),
+    op("drill.refused", level=logging.WARNING, service=service, schedule=schedule.name, starts_at=at.isoformat(),
        code=refusal.code)
     poke(services)

@@ -23,7 +23,8 @@ def engine_of(db_url: str):
     return engine
 
 
-def taken(engine, limit: Limit, now: float) -> float:
+def taken(engine, limit: Limit, now: float | None = None) -> float:
+    """``take`` in a transaction of its own; ``now`` None: the wall clock, read by ``take``."""
     with session_scope(engine) as s:
         return take(s, KEY, limit, now=now)
 
@@ -61,7 +62,7 @@ def test_a_taker_that_waited_for_the_lock_takes_its_slot_from_when_it_got_it(db_
         result: list[float] = []
         with session_scope(engine) as holder:
             holder.execute(select(PaceSlot).where(PaceSlot.key == KEY).with_for_update()).all()
-            asker = threading.Thread(target=lambda: result.append(taken_now(engine, limit)))
+            asker = threading.Thread(target=lambda: result.append(taken(engine, limit)))
             asked = time.time()
             asker.start()
             time.sleep(0.5)  # the lock is held this long whatever the asker does
@@ -74,7 +75,3 @@ def test_a_taker_that_waited_for_the_lock_takes_its_slot_from_when_it_got_it(db_
     finally:
         engine.dispose()
 
-
-def taken_now(engine, limit: Limit) -> float:
-    with session_scope(engine) as s:
-        return take(s, KEY, limit)

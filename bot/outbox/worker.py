@@ -130,7 +130,7 @@ class Worker:
         An item whose row a transaction holds (on PostgreSQL: a state change folding a newer
         payload into it) is skipped, never waited for: a claim that waited, holding the
         items it claimed before, could close a deadlock with a transaction folding into two
-        of them in another order. The pass after next (in ``RETRY_SOON``) takes it."""
+        of them in another order. A pass ``RETRY_SOON`` seconds later takes it."""
         free = select(OutboxItem.id).where(
             OutboxItem.id == item.id, OutboxItem.state == OutboxState.PENDING,
             col(OutboxItem.claimed_until).is_(None) | (OutboxItem.claimed_until <= now)

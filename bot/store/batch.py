@@ -28,7 +28,6 @@ from sqlmodel import Session
 
 from bot.store.db import again_if_aborted, session_scope
 
-
 Where = Callable[[Table, Callable[[str], Any]], ColumnElement]
 """The condition of an UPDATE, from the table and a function naming a bound parameter: a
 module-level function (its identity is part of the statement's shape)."""
@@ -181,7 +180,6 @@ def commit(engine: Engine, writes: Writes, final: Write, returning: str) -> tupl
         last = _built(("final", final.shape(), returning),
                       lambda: _statements(final, "", "sqlite")[0].returning(final.table.c[returning]))
         return s.execute(last, _params(final, "")).scalar_one(), inserted
-
 
 
 def apply(engine: Engine, writes: Writes) -> int:
